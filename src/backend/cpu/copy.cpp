@@ -1,0 +1,112 @@
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace loracpp::backend::cpu {
+
+namespace {
+template <class Load>
+void store_all(Load load, void* dst, DType dst_dtype, i64 n) {
+  switch (dst_dtype) {
+    case DType::f32: {
+      auto* out = static_cast<float*>(dst);
+#pragma omp parallel for if (n > 65536)
+      for (i64 i = 0; i < n; ++i) out[i] = static_cast<float>(load(i));
+      return;
+    }
+    case DType::bf16: {
+      auto* out = static_cast<std::uint16_t*>(dst);
+#pragma omp parallel for if (n > 65536)
+      for (i64 i = 0; i < n; ++i) out[i] = float_to_bf16(static_cast<float>(load(i)));
+      return;
+    }
+    case DType::f16: {
+      auto* out = static_cast<std::uint16_t*>(dst);
+#pragma omp parallel for if (n > 65536)
+      for (i64 i = 0; i < n; ++i) out[i] = float_to_f16(static_cast<float>(load(i)));
+      return;
+    }
+    case DType::i32: {
+      auto* out = static_cast<std::int32_t*>(dst);
+      for (i64 i = 0; i < n; ++i) out[i] = static_cast<std::int32_t>(load(i));
+      return;
+    }
+    case DType::i64: {
+      auto* out = static_cast<std::int64_t*>(dst);
+      for (i64 i = 0; i < n; ++i) out[i] = static_cast<std::int64_t>(load(i));
+      return;
+    }
+  }
+}
+}  // namespace
+
+void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
+  if (src_dtype == dst_dtype) {
+    std::memcpy(dst, src, static_cast<std::size_t>(n) * dtype_size(src_dtype));
+    return;
+  }
+  switch (src_dtype) {
+    case DType::f32: {
+      const auto* in = static_cast<const float*>(src);
+      store_all([in](i64 i) { return in[i]; }, dst, dst_dtype, n);
+      return;
+    }
+    case DType::bf16: {
+      const auto* in = static_cast<const std::uint16_t*>(src);
+      store_all([in](i64 i) { return bf16_to_float(in[i]); }, dst, dst_dtype, n);
+      return;
+    }
+    case DType::f16: {
+      const auto* in = static_cast<const std::uint16_t*>(src);
+      store_all([in](i64 i) { return f16_to_float(in[i]); }, dst, dst_dtype, n);
+      return;
+    }
+    case DType::i32: {
+      const auto* in = static_cast<const std::int32_t*>(src);
+      store_all([in](i64 i) { return static_cast<double>(in[i]); }, dst, dst_dtype, n);
+      return;
+    }
+    case DType::i64: {
+      const auto* in = static_cast<const std::int64_t*>(src);
+      if (dst_dtype == DType::i32) {
+        auto* out = static_cast<std::int32_t*>(dst);
+        for (i64 i = 0; i < n; ++i) out[i] = static_cast<std::int32_t>(in[i]);
+        return;
+      }
+      store_all([in](i64 i) { return static_cast<double>(in[i]); }, dst, dst_dtype, n);
+      return;
+    }
+  }
+}
+
+void copy_strided(const void* src, const i64* src_strides, void* dst, const i64* dst_strides, const i64* shape,
+                  int rank, std::size_t element_size) {
+  const auto* in = static_cast<const std::byte*>(src);
+  auto* out = static_cast<std::byte*>(dst);
+  const auto element = static_cast<i64>(element_size);
+  const Shape dims(shape, shape + rank);
+  // Copy whole innermost rows when both sides have them contiguous.
+  if (rank > 0 && src_strides[rank - 1] == 1 && dst_strides[rank - 1] == 1) {
+    const auto row = static_cast<std::size_t>(dims[rank - 1]) * element_size;
+    const Shape outer(dims.begin(), dims.end() - 1);
+    std::vector<i64> offsets;
+    for_each_offset(outer, Shape(dst_strides, dst_strides + rank - 1), [&](i64 o) { offsets.push_back(o); });
+    std::size_t k = 0;
+    for_each_offset(outer, Shape(src_strides, src_strides + rank - 1), [&](i64 o) {
+      std::memcpy(out + offsets[k++] * element, in + o * element, row);
+    });
+    return;
+  }
+  std::vector<i64> offsets;
+  offsets.reserve(static_cast<std::size_t>(shape_numel(dims)));
+  for_each_offset(dims, Shape(dst_strides, dst_strides + rank), [&](i64 o) { offsets.push_back(o); });
+  std::size_t k = 0;
+  for_each_offset(dims, Shape(src_strides, src_strides + rank), [&](i64 o) {
+    std::memcpy(out + offsets[k++] * element, in + o * element, element_size);
+  });
+}
+
+}  // namespace loracpp::backend::cpu

@@ -1,0 +1,9 @@
+#pragma once
+// The CPU backend: one definition per kernel listed in backend/kernels.h, declared from that list.
+#include "backend/kernels.h"
+
+namespace loracpp::backend::cpu {
+#define LORACPP_KERNEL_DECLARE(name, ...) signature::name name;
+LORACPP_KERNELS(LORACPP_KERNEL_DECLARE)
+#undef LORACPP_KERNEL_DECLARE
+}  // namespace loracpp::backend::cpu

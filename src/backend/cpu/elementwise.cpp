@@ -1,0 +1,133 @@
+#include <cmath>
+#include <numbers>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "core/random.h"
+#include "core/tensor.h"
+
+namespace loracpp::backend::cpu {
+
+namespace {
+inline float apply(BinaryOp op, float a, float b) {
+  switch (op) {
+    case BinaryOp::add: return a + b;
+    case BinaryOp::sub: return a - b;
+    case BinaryOp::mul: return a * b;
+    case BinaryOp::div: return a / b;
+  }
+  return 0;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr float kGeluCubic = 0.044715f;
+}  // namespace
+
+void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, const i64* b_strides, float* out,
+            const i64* shape, int rank) {
+  const Shape dims(shape, shape + rank);
+  const i64 n = shape_numel(dims);
+  const Shape contiguous = contiguous_strides(dims);
+  const bool a_dense = Shape(a_strides, a_strides + rank) == contiguous;
+  const bool b_dense = Shape(b_strides, b_strides + rank) == contiguous;
+  if (a_dense && b_dense) {
+#pragma omp parallel for if (n > 65536)
+    for (i64 i = 0; i < n; ++i) out[i] = apply(op, a[i], b[i]);
+    return;
+  }
+  // Broadcast: walk the output in order, keeping both input offsets.
+  const Shape as(a_strides, a_strides + rank), bs(b_strides, b_strides + rank);
+  Shape index(static_cast<std::size_t>(rank), 0);
+  i64 ao = 0, bo = 0;
+  for (i64 i = 0; i < n; ++i) {
+    out[i] = apply(op, a[ao], b[bo]);
+    for (int d = rank - 1; d >= 0; --d) {
+      if (++index[d] < dims[d]) {
+        ao += as[d];
+        bo += bs[d];
+        break;
+      }
+      ao -= as[d] * (dims[d] - 1);
+      bo -= bs[d] * (dims[d] - 1);
+      index[d] = 0;
+    }
+  }
+}
+
+void scale(const float* x, float alpha, float* y, i64 n) {
+#pragma omp parallel for if (n > 65536)
+  for (i64 i = 0; i < n; ++i) y[i] = alpha * x[i];
+}
+
+void unary_forward(UnaryOp op, const float* x, float* y, i64 n) {
+  switch (op) {
+    case UnaryOp::silu:
+#pragma omp parallel for if (n > 16384)
+      for (i64 i = 0; i < n; ++i) y[i] = x[i] * sigmoid(x[i]);
+      return;
+    case UnaryOp::gelu_tanh:
+#pragma omp parallel for if (n > 16384)
+      for (i64 i = 0; i < n; ++i) {
+        const float v = x[i];
+        y[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + kGeluCubic * v * v * v)));
+      }
+      return;
+    case UnaryOp::gelu_erf:
+#pragma omp parallel for if (n > 16384)
+      for (i64 i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * std::numbers::sqrt2_v<float> / 2));
+      return;
+  }
+}
+
+void unary_backward(UnaryOp op, const float* x, const float* dy, float* dx, i64 n) {
+  switch (op) {
+    case UnaryOp::silu:
+#pragma omp parallel for if (n > 16384)
+      for (i64 i = 0; i < n; ++i) {
+        const float s = sigmoid(x[i]);
+        dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+      }
+      return;
+    case UnaryOp::gelu_tanh:
+#pragma omp parallel for if (n > 16384)
+      for (i64 i = 0; i < n; ++i) {
+        const float v = x[i];
+        const float t = std::tanh(kSqrt2OverPi * (v + kGeluCubic * v * v * v));
+        const float dinner = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * v * v);
+        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dinner);
+      }
+      return;
+    case UnaryOp::gelu_erf:
+#pragma omp parallel for if (n > 16384)
+      for (i64 i = 0; i < n; ++i) {
+        const float v = x[i];
+        const float cdf = 0.5f * (1.0f + std::erf(v * std::numbers::sqrt2_v<float> / 2));
+        const float pdf = std::exp(-0.5f * v * v) * (std::numbers::inv_sqrtpi_v<float> / std::numbers::sqrt2_v<float>);
+        dx[i] = dy[i] * (cdf + v * pdf);
+      }
+      return;
+  }
+}
+
+void swiglu_forward(const float* gate, const float* up, float* out, i64 n) {
+#pragma omp parallel for if (n > 16384)
+  for (i64 i = 0; i < n; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+
+void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, i64 n) {
+#pragma omp parallel for if (n > 16384)
+  for (i64 i = 0; i < n; ++i) {
+    const float s = sigmoid(gate[i]);
+    if (dgate) dgate[i] = dy[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+    if (dup) dup[i] = dy[i] * gate[i] * s;
+  }
+}
+
+void dropout_mask(float* mask, i64 n, float p, std::uint64_t seed) {
+  const float keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+#pragma omp parallel for if (n > 65536)
+  for (i64 i = 0; i < n; ++i) mask[i] = uniform_at(seed, static_cast<std::uint64_t>(i)) < p ? 0.0f : keep_scale;
+}
+
+}  // namespace loracpp::backend::cpu

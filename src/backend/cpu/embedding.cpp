@@ -1,0 +1,21 @@
+#include <cstring>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace loracpp::backend::cpu {
+
+void embedding_forward(const float* weight, const i64* ids, float* out, i64 n, i64 dim) {
+#pragma omp parallel for if (n * dim > 65536)
+  for (i64 i = 0; i < n; ++i) std::memcpy(out + i * dim, weight + ids[i] * dim, static_cast<std::size_t>(dim) * 4);
+}
+
+void embedding_backward(const float* dy, const i64* ids, float* dweight, i64 n, i64 dim) {
+  // Serial over tokens: the same id may repeat, and the order of additions stays fixed.
+  for (i64 i = 0; i < n; ++i) {
+    float* row = dweight + ids[i] * dim;
+    const float* g = dy + i * dim;
+    for (i64 d = 0; d < dim; ++d) row[d] += g[d];
+  }
+}
+
+}  // namespace loracpp::backend::cpu

@@ -1,0 +1,139 @@
+#pragma once
+// The one dispatch point between ops and backends. Every kernel is listed once below with its
+// signature; each backend fills a KernelTable from this list, and an op fetches its kernel with
+// LORACPP_KERNEL(device, name), which throws "[name] has no CUDA implementation" for a gap
+// instead of silently running elsewhere. Kernels take raw device pointers to contiguous f32
+// (ops convert other dtypes), row-major.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "core/device.h"
+#include "core/dtype.h"
+
+namespace loracpp::backend {
+
+using i64 = std::int64_t;
+
+enum class BinaryOp : std::uint8_t { add, sub, mul, div };
+enum class UnaryOp : std::uint8_t { silu, gelu_tanh, gelu_erf };
+// half: HuggingFace layout, pairs (i, i + d/2); interleaved: llama2.c/GGUF layout, pairs (2i, 2i+1).
+enum class RopeLayout : std::uint8_t { half, interleaved };
+
+struct Conv2dGeometry {  // one image: x [channels, height, width] -> cols [channels*kh*kw, out_h*out_w]
+  i64 channels, height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
+};
+struct Pool2dGeometry {  // planes = batch*channels, each [height, width] -> [out_h, out_w]
+  i64 planes, height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
+};
+
+// X(name, signature)
+#define LORACPP_KERNELS(X)                                                                                   \
+  /* dst[n] (dst_dtype) = src[n] (src_dtype) */                                                              \
+  X(convert, void(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n))                      \
+  /* dst viewed with dst_strides = src viewed with src_strides, over shape (elements of element_size) */     \
+  X(copy_strided, void(const void* src, const i64* src_strides, void* dst, const i64* dst_strides,           \
+                       const i64* shape, int rank, std::size_t element_size))                                \
+  /* c[m,n] = alpha * op(a)[m,k] op(b)[k,n] + beta * c; op transposes when its flag is set */                \
+  X(gemm, void(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,        \
+               const float* b, i64 ldb, float beta, float* c, i64 ldc))                                      \
+  /* out[shape] = a op b, a and b read through strides (0 on broadcast dims) */                              \
+  X(binary, void(BinaryOp op, const float* a, const i64* a_strides, const float* b, const i64* b_strides,    \
+                 float* out, const i64* shape, int rank))                                                    \
+  /* y[n] = alpha * x[n] */                                                                                  \
+  X(scale, void(const float* x, float alpha, float* y, i64 n))                                               \
+  X(unary_forward, void(UnaryOp op, const float* x, float* y, i64 n))                                        \
+  /* dx[n] = dy[n] * f'(x[n]) */                                                                             \
+  X(unary_backward, void(UnaryOp op, const float* x, const float* dy, float* dx, i64 n))                     \
+  /* out[rows] = sum over cols of x[rows, cols] */                                                           \
+  X(sum_rows, void(const float* x, float* out, i64 rows, i64 cols))                                          \
+  /* double sum of x[n]^2, for global norms */                                                               \
+  X(sum_squares, double(const float* x, i64 n))                                                              \
+  /* out[n, dim] = weight[ids[n], dim] */                                                                    \
+  X(embedding_forward, void(const float* weight, const i64* ids, float* out, i64 n, i64 dim))                \
+  /* dweight[ids[n], dim] += dy[n, dim] */                                                                   \
+  X(embedding_backward, void(const float* dy, const i64* ids, float* dweight, i64 n, i64 dim))               \
+  /* x, y [rows, dim]; w [dim]; rstd [rows] */                                                               \
+  X(rms_norm_forward, void(const float* x, const float* w, float* y, float* rstd, i64 rows, i64 dim,         \
+                           float eps))                                                                       \
+  /* dw [dim] accumulated, skipped when null */                                                              \
+  X(rms_norm_backward, void(const float* x, const float* w, const float* rstd, const float* dy, float* dx,    \
+                            float* dw, i64 rows, i64 dim))                                                   \
+  /* x, y [rows, dim]; w, b [dim] or null; mean, rstd [rows] */                                              \
+  X(layer_norm_forward, void(const float* x, const float* w, const float* b, float* y, float* mean,          \
+                             float* rstd, i64 rows, i64 dim, float eps))                                     \
+  X(layer_norm_backward, void(const float* x, const float* w, const float* mean, const float* rstd,          \
+                              const float* dy, float* dx, float* dw, float* db, i64 rows, i64 dim))          \
+  /* x, y [rows, cols], softmax over cols */                                                                 \
+  X(softmax_forward, void(const float* x, float* y, i64 rows, i64 cols))                                     \
+  X(softmax_backward, void(const float* y, const float* dy, float* dx, i64 rows, i64 cols))                  \
+  /* x, y [outer, seq, head_dim]; position of row t is pos_offset + t; inv_freq [head_dim/2];               \
+     inverse rotates by -angle (the backward pass) */                                                        \
+  X(rope, void(const float* x, float* y, i64 outer, i64 seq, i64 head_dim, const float* inv_freq,            \
+               i64 pos_offset, RopeLayout layout, bool inverse))                                             \
+  /* out[n] = silu(gate[n]) * up[n] */                                                                       \
+  X(swiglu_forward, void(const float* gate, const float* up, float* out, i64 n))                             \
+  X(swiglu_backward, void(const float* gate, const float* up, const float* dy, float* dgate, float* dup,     \
+                          i64 n))                                                                            \
+  /* logits [rows, vocab]; targets [rows]; loss [rows] (0 where ignored); lse [rows] */                      \
+  X(cross_entropy_forward, void(const float* logits, const i64* targets, float* loss, float* lse, i64 rows,  \
+                                i64 vocab, i64 ignore_index))                                                \
+  /* dlogits = (softmax(logits) - onehot(target)) * grad_scale, rows with ignored targets get 0 */           \
+  X(cross_entropy_backward, void(const float* logits, const i64* targets, const float* lse,                  \
+                                 float grad_scale, float* dlogits, i64 rows, i64 vocab, i64 ignore_index))   \
+  X(im2col, void(const float* x, float* cols, const Conv2dGeometry& g))                                      \
+  /* dx += col2im(dcols) */                                                                                  \
+  X(col2im, void(const float* dcols, float* dx, const Conv2dGeometry& g))                                    \
+  /* argmax [planes, out_h, out_w]: index into the plane, -1 when the window is all padding */               \
+  X(max_pool2d_forward, void(const float* x, float* y, i64* argmax, const Pool2dGeometry& g))                \
+  X(max_pool2d_backward, void(const float* dy, const i64* argmax, float* dx, const Pool2dGeometry& g))       \
+  /* average over the window, padding counted (count_include_pad) */                                         \
+  X(avg_pool2d_forward, void(const float* x, float* y, const Pool2dGeometry& g))                             \
+  X(avg_pool2d_backward, void(const float* dy, float* dx, const Pool2dGeometry& g))                          \
+  /* mask[n] = 0 with probability p, else 1/(1-p); the value at n depends only on (seed, n) */                \
+  X(dropout_mask, void(float* mask, i64 n, float p, std::uint64_t seed))                                     \
+  /* one AdamW step (decoupled weight decay); bias_correction1/2 = 1 - beta^t */                             \
+  X(adamw_update, void(float* param, const float* grad, float* m, float* v, i64 n, float lr, float beta1,    \
+                       float beta2, float eps, float weight_decay, float bias_correction1,                   \
+                       float bias_correction2))                                                              \
+  /* one SGD step with momentum (PyTorch's convention); momentum_buffer may be null when momentum is 0 */    \
+  X(sgd_update, void(float* param, const float* grad, float* momentum_buffer, i64 n, float lr,               \
+                     float momentum, float dampening, float weight_decay, bool nesterov, bool first_step))
+
+namespace signature {
+#define LORACPP_KERNEL_SIGNATURE(name, ...) using name = __VA_ARGS__;
+LORACPP_KERNELS(LORACPP_KERNEL_SIGNATURE)
+#undef LORACPP_KERNEL_SIGNATURE
+}  // namespace signature
+
+struct KernelTable {
+#define LORACPP_KERNEL_SLOT(name, ...) signature::name* name = nullptr;
+  LORACPP_KERNELS(LORACPP_KERNEL_SLOT)
+#undef LORACPP_KERNEL_SLOT
+};
+
+const KernelTable& kernels(Device device);
+[[noreturn]] void missing_kernel(std::string_view name, Device device);
+
+template <class Fn>
+Fn* require_kernel(Fn* fn, std::string_view name, Device device) {
+  if (fn == nullptr) missing_kernel(name, device);
+  return fn;
+}
+
+// Counts what the GEMM kernels did, so tests can prove which products were (not) computed.
+struct GemmCounters {
+  std::atomic<std::uint64_t> calls{0};
+  std::atomic<std::uint64_t> flops{0};
+  void reset() {
+    calls = 0;
+    flops = 0;
+  }
+};
+GemmCounters& gemm_counters();
+
+}  // namespace loracpp::backend
+
+#define LORACPP_KERNEL(device, name) \
+  ::loracpp::backend::require_kernel(::loracpp::backend::kernels(device).name, #name, device)

@@ -1,0 +1,36 @@
+#pragma once
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+
+#include "core/device.h"
+
+namespace loracpp {
+
+// A block of bytes: either owned (64-byte aligned, zero-filled) or a read-only memory map of a
+// file, so frozen weights can be used in place without a copy.
+class Storage {
+ public:
+  static std::shared_ptr<Storage> allocate(std::size_t nbytes, Device device = Device::cpu);
+  static std::shared_ptr<Storage> map_file(const std::filesystem::path& path);
+
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+
+  const std::byte* data() const { return data_; }
+  // Throws for a read-only mapping: frozen files are never written through.
+  std::byte* mutable_data();
+  std::size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+  bool read_only() const { return mapped_; }
+
+ private:
+  Storage() = default;
+  std::byte* data_ = nullptr;
+  std::size_t nbytes_ = 0;
+  Device device_ = Device::cpu;
+  bool mapped_ = false;
+};
+
+}  // namespace loracpp

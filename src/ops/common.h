@@ -1,0 +1,36 @@
+#pragma once
+// Helpers shared by the op files; not part of the public op API.
+#include <initializer_list>
+#include <optional>
+#include <string_view>
+
+#include "backend/kernels.h"
+#include "core/tensor.h"
+#include "ops/tape.h"
+
+namespace loracpp::ops::detail {
+
+using backend::i64;
+
+void require_floating(std::string_view op, const Tensor& x, std::string_view role);
+void require_integer(std::string_view op, const Tensor& x, std::string_view role);
+void require_same_dtype(std::string_view op, const Tensor& a, const Tensor& b);
+void require_same_device(std::string_view op, std::initializer_list<Tensor> tensors);
+void require_rank(std::string_view op, const Tensor& x, std::int64_t rank, std::string_view role);
+
+// A contiguous f32 copy of x, or x itself when it already is one (never recorded).
+Tensor as_f32(const Tensor& x);
+// A contiguous copy of x in its own dtype (never recorded).
+Tensor contiguous_raw(const Tensor& x);
+// Converts a contiguous f32 tensor to dtype (itself when dtype is f32).
+Tensor cast_raw(const Tensor& x_f32, DType dtype);
+// A fresh tensor viewing the same elements: ops return a new tensor even when no copy is needed.
+Tensor alias(const Tensor& x);
+Tensor zeros_f32(const Shape& shape, Device device);
+// ids as contiguous i64, each checked to lie in [0, limit) (or to equal skip_value).
+Tensor checked_ids(std::string_view op, const Tensor& ids, i64 limit, std::optional<i64> skip_value = {});
+
+inline float* f32(Tensor& t) { return t.mutable_data<float>(); }
+inline const float* f32(const Tensor& t) { return t.data<float>(); }
+
+}  // namespace loracpp::ops::detail

@@ -1,0 +1,123 @@
+// Products through the backend GEMM: matmul (batched, broadcast, transposed views) and linear.
+#include "ops/common.h"
+#include "ops/ops.h"
+
+namespace loracpp::ops {
+
+using namespace detail;
+using autograd::Node;
+using autograd::record;
+using autograd::trace_op;
+
+namespace {
+
+// How a [rows, cols] matrix view reaches BLAS: row-major, or as the transpose of a row-major
+// [cols, rows] matrix; anything else is copied first.
+struct GemmOperand {
+  Tensor tensor;  // f32, possibly the original view
+  bool transposed = false;
+  std::int64_t ld = 0;
+};
+
+GemmOperand gemm_operand(const Tensor& x) {
+  const Tensor xf = x.dtype() == DType::f32 ? x : as_f32(x);
+  const std::size_t r = static_cast<std::size_t>(xf.dim()) - 2, c = r + 1;
+  const std::int64_t rows = xf.shape()[r], cols = xf.shape()[c];
+  const std::int64_t sr = xf.strides()[r], sc = xf.strides()[c];
+  if ((sc == 1 || cols == 1) && (rows == 1 || sr >= std::max<std::int64_t>(cols, 1)))
+    return {xf, false, rows == 1 ? std::max<std::int64_t>(cols, 1) : sr};
+  if ((sr == 1 || rows == 1) && (cols == 1 || sc >= std::max<std::int64_t>(rows, 1)))
+    return {xf, true, cols == 1 ? std::max<std::int64_t>(rows, 1) : sc};
+  return {contiguous_raw(xf), false, std::max<std::int64_t>(cols, 1)};
+}
+
+Tensor matmul_raw(const Tensor& a, const Tensor& b) {
+  require_floating("matmul", a, "a");
+  require_floating("matmul", b, "b");
+  require_same_dtype("matmul", a, b);
+  require_same_device("matmul", {a, b});
+  check(a.dim() >= 2 && b.dim() >= 2, "matmul", "operands need rank >= 2, got {} and {}", shape_str(a.shape()),
+        shape_str(b.shape()));
+  const std::int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+  check(b.size(-2) == k, "matmul", "inner dimensions differ: a is {}, b is {}", shape_str(a.shape()),
+        shape_str(b.shape()));
+  const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
+  const Shape batch = broadcast_shapes(a_batch, b_batch, "matmul");
+  Shape out_shape = batch;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  Tensor out = zeros_f32(out_shape, a.device());
+  auto gemm = LORACPP_KERNEL(a.device(), gemm);
+
+  // A 2-D right operand against a dense left operand: fold the batch into the rows, one GEMM.
+  if (b.dim() == 2 && a.is_contiguous()) {
+    const Tensor af = as_f32(a);
+    const GemmOperand bo = gemm_operand(b);
+    const std::int64_t rows = shape_numel(batch) * m;
+    gemm(false, bo.transposed, rows, n, k, 1.0f, f32(af), std::max<std::int64_t>(k, 1), f32(bo.tensor), bo.ld,
+         0.0f, f32(out), std::max<std::int64_t>(n, 1));
+    return cast_raw(out, a.dtype());
+  }
+
+  const GemmOperand ao = gemm_operand(a), bo = gemm_operand(b);
+  // Element strides of each operand's batch dims, 0 where broadcast.
+  auto batch_strides = [&batch](const Tensor& t) {
+    Shape strides(batch.size(), 0);
+    const std::size_t lead = batch.size() - (t.shape().size() - 2);
+    for (std::size_t i = 0; i + 2 < t.shape().size(); ++i)
+      strides[lead + i] = t.shape()[i] == 1 ? 0 : t.strides()[i];
+    return strides;
+  };
+  const Shape as = batch_strides(ao.tensor), bs = batch_strides(bo.tensor);
+  std::vector<std::int64_t> a_offsets, b_offsets;
+  for_each_offset(batch, as, [&](std::int64_t o) { a_offsets.push_back(o); });
+  for_each_offset(batch, bs, [&](std::int64_t o) { b_offsets.push_back(o); });
+  const float* ap = f32(ao.tensor);
+  const float* bp = f32(bo.tensor);
+  float* cp = f32(out);
+  for (std::size_t i = 0; i < a_offsets.size(); ++i) {
+    gemm(ao.transposed, bo.transposed, m, n, k, 1.0f, ap + a_offsets[i], ao.ld, bp + b_offsets[i], bo.ld, 0.0f,
+         cp + static_cast<std::int64_t>(i) * m * n, std::max<std::int64_t>(n, 1));
+  }
+  return cast_raw(out, a.dtype());
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  trace_op(OpId::matmul);
+  return record(OpId::matmul, matmul_raw(a, b), {a, b}, [](const Node& node, const Tensor& g) {
+    const Tensor &x = node.inputs[0], &y = node.inputs[1];
+    std::vector<Tensor> grads(2);
+    // dx = g @ y^T; only computed when x needs it.
+    if (node.needs_grad(0)) grads[0] = sum_to(matmul(g, transpose(y, -1, -2)), x.shape());
+    // dy = x^T @ g; never computed for a frozen y (the LoRA rule).
+    if (node.needs_grad(1)) {
+      if (y.dim() == 2 && x.dim() > 2) {  // fold the batch: one GEMM with the batch as the inner dim
+        grads[1] = matmul(transpose(reshape(x, {-1, x.size(-1)}), 0, 1), reshape(g, {-1, g.size(-1)}));
+      } else {
+        grads[1] = sum_to(matmul(transpose(x, -1, -2), g), y.shape());
+      }
+    }
+    return grads;
+  });
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  trace_op(OpId::linear);
+  require_floating("linear", weight, "weight");
+  require_rank("linear", weight, 2, "weight");
+  check(x.defined() && x.dim() >= 1 && x.size(-1) == weight.size(1), "linear",
+        "input's last dim must equal weight's in_features {}, got input {}", weight.size(1),
+        x.defined() ? shape_str(x.shape()) : "undefined");
+  Tensor x2 = x.dim() == 1 ? reshape(x, {1, x.size(0)}) : x;
+  Tensor y = matmul(x2, transpose(weight, 0, 1));
+  if (bias.defined()) {
+    check(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear", "bias must be [{}], got {}", weight.size(0),
+          shape_str(bias.shape()));
+    y = add(y, bias);
+  }
+  return x.dim() == 1 ? reshape(y, {weight.size(0)}) : y;
+}
+
+}  // namespace loracpp::ops

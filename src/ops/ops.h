@@ -1,0 +1,105 @@
+#pragma once
+// The ops: free functions over Tensors. Each one checks its inputs (errors start with the op's
+// name), computes its forward pass through the device's kernels, and records its backward pass
+// when an input requires grad. `matmul(a, b)` means a @ b; Linear weights are [out, in].
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "backend/kernels.h"
+#include "core/tensor.h"
+
+namespace loracpp::ops {
+
+using backend::RopeLayout;
+
+// ---- layout and shape (views where the strides allow) ----
+Tensor contiguous(const Tensor& x);
+Tensor to_dtype(const Tensor& x, DType dtype);
+Tensor reshape(const Tensor& x, Shape shape);  // one size may be -1
+Tensor permute(const Tensor& x, const Shape& dims);
+Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1);
+Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t end);  // [start, end)
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+Tensor concat(const std::vector<Tensor>& xs, std::int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& sizes, std::int64_t dim);
+Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view place);
+
+// ---- arithmetic (numpy broadcasting; both operands of one floating dtype) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, float alpha);
+Tensor sum(const Tensor& x);  // all elements -> scalar []
+Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim = false);
+// Sums x down to shape (the reverse of broadcasting); used by the backward of broadcasting ops.
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- products ----
+// a [..., m, k] @ b [..., k, n] -> [..., m, n]; batch dims broadcast. A transposed view of either
+// operand's last two dims goes to BLAS as a transpose flag, without a copy.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., in], weight [out, in], bias [out] (optional) -> [..., out]
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+// weight [vocab, dim], ids [...] (i32/i64) -> [..., dim]
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+
+// ---- normalisation and activations ----
+Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps);  // over the last dim
+// weight and bias may be undefined (no affine part)
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps);
+Tensor softmax(const Tensor& x, std::int64_t dim = -1);
+Tensor silu(const Tensor& x);
+enum class GeluApproximation { none, tanh };
+Tensor gelu(const Tensor& x, GeluApproximation approximation = GeluApproximation::none);
+Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
+// Zeroes each element with probability p and scales the rest by 1/(1-p); identity when !training.
+Tensor dropout(const Tensor& x, float p, std::uint64_t seed, bool training = true);
+
+// ---- losses ----
+// logits [..., vocab], targets [...] (i32/i64): mean over targets != ignore_index (0 when none).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index = -100);
+
+// ---- attention ----
+struct RopeOptions {
+  float theta = 10000.0f;
+  RopeLayout layout = RopeLayout::half;
+  std::int64_t position_offset = 0;
+  // Per-pair inverse frequencies [head_dim/2]; empty means theta^(-2i/head_dim).
+  std::vector<float> inv_freq;
+};
+std::vector<float> rope_inv_freq(std::int64_t head_dim, float theta);
+// x [batch, heads, seq, head_dim]: rotates pairs of features by position * inv_freq.
+Tensor rope(const Tensor& x, const RopeOptions& options);
+
+struct AttentionOptions {
+  bool causal = false;
+  Tensor mask;                 // additive, broadcastable to [batch, q_heads, q_len, kv_len]
+  std::optional<float> scale;  // default 1/sqrt(head_dim)
+};
+// q [batch, q_heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],
+// v [batch, kv_heads, kv_len, v_dim] -> [batch, q_heads, q_len, v_dim]; q_heads a multiple of
+// kv_heads (grouped-query). Causal: query i sees keys j <= i + kv_len - q_len.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionOptions& options = {});
+
+// ---- convolution and pooling (NCHW) ----
+struct Conv2dOptions {
+  std::int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+// x [n, c, h, w] -> [n, c*kh*kw, out_h*out_w]
+Tensor im2col(const Tensor& x, std::int64_t kernel_h, std::int64_t kernel_w, const Conv2dOptions& options);
+// x [n, c, h, w], weight [o, c, kh, kw], bias [o] (optional) -> [n, o, out_h, out_w]
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, const Conv2dOptions& options = {});
+struct Pool2dOptions {
+  std::int64_t kernel_h = 2, kernel_w = 2;
+  std::int64_t stride_h = 0, stride_w = 0;  // 0: the kernel size
+  std::int64_t pad_h = 0, pad_w = 0;
+};
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options);
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options);  // padding counted in the average
+
+}  // namespace loracpp::ops

@@ -1,0 +1,52 @@
+// Rotary position embedding, in the HuggingFace half-split and the interleaved layouts.
+#include <cmath>
+
+#include "ops/common.h"
+#include "ops/ops.h"
+
+namespace loracpp::ops {
+
+using namespace detail;
+using autograd::Node;
+using autograd::record;
+using autograd::trace_op;
+
+std::vector<float> rope_inv_freq(std::int64_t head_dim, float theta) {
+  std::vector<float> inv_freq(static_cast<std::size_t>(head_dim / 2));
+  for (std::size_t i = 0; i < inv_freq.size(); ++i)
+    inv_freq[i] = static_cast<float>(1.0 / std::pow(static_cast<double>(theta),
+                                                    2.0 * static_cast<double>(i) / static_cast<double>(head_dim)));
+  return inv_freq;
+}
+
+namespace {
+Tensor rope_raw(const Tensor& x, const Tensor& inv_freq, std::int64_t offset, RopeLayout layout, bool inverse) {
+  const Tensor xf = as_f32(x);
+  Tensor y = zeros_f32(x.shape(), x.device());
+  const std::int64_t head_dim = x.size(-1), seq = x.size(-2), outer = x.numel() / std::max<std::int64_t>(seq * head_dim, 1);
+  LORACPP_KERNEL(x.device(), rope)(f32(xf), f32(y), outer, seq, head_dim, f32(inv_freq), offset, layout, inverse);
+  return y;
+}
+}  // namespace
+
+// x [batch, heads, seq, head_dim] -> same shape
+Tensor rope(const Tensor& x, const RopeOptions& options) {
+  trace_op(OpId::rope);
+  require_floating("rope", x, "input");
+  check(x.dim() >= 2, "rope", "input must be [..., seq, head_dim], got {}", shape_str(x.shape()));
+  const std::int64_t head_dim = x.size(-1);
+  check(head_dim % 2 == 0, "rope", "head_dim must be even, got {}", head_dim);
+  std::vector<float> freqs = options.inv_freq.empty() ? rope_inv_freq(head_dim, options.theta) : options.inv_freq;
+  check(static_cast<std::int64_t>(freqs.size()) == head_dim / 2, "rope",
+        "inv_freq must have head_dim/2 = {} entries, got {}", head_dim / 2, freqs.size());
+  const Tensor inv_freq = Tensor::from_floats(freqs, {head_dim / 2});
+  const std::int64_t offset = options.position_offset;
+  const RopeLayout layout = options.layout;
+  Tensor y = cast_raw(rope_raw(x, inv_freq, offset, layout, false), x.dtype());
+  // The rotation is orthogonal: its backward rotates the gradient by the opposite angle.
+  return record(OpId::rope, y, {x}, [inv_freq, offset, layout](const Node& node, const Tensor& g) {
+    return std::vector<Tensor>{cast_raw(rope_raw(g, inv_freq, offset, layout, true), node.inputs[0].dtype())};
+  });
+}
+
+}  // namespace loracpp::ops

@@ -1,0 +1,65 @@
+#pragma once
+// What ops record while grad mode is on: one Node per op output that depends on a tensor
+// requiring grad. Nodes carry a sequence number, so replaying them in decreasing order is replaying
+// the tape backwards (autograd/backward.h). Tensors that need no gradient are never recorded,
+// and a node's backward is told which inputs need gradients so it can skip the rest (a frozen
+// weight's gradient GEMM is never computed).
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/op_list.h"
+
+namespace loracpp::autograd {
+
+struct Node;
+// Returns one gradient per input (an undefined Tensor where node.needs_grad(i) is false).
+using BackwardFn = std::function<std::vector<Tensor>(const Node& node, const Tensor& grad_output)>;
+
+struct Node {
+  ops::OpId op;
+  std::uint64_t sequence;
+  std::vector<Tensor> inputs;
+  BackwardFn backward;
+  bool needs_grad(std::size_t input) const { return inputs[input].defined() && inputs[input].requires_grad(); }
+};
+
+bool grad_enabled();
+
+// Turns recording off for its lifetime (evaluation, optimiser steps, the backward pass itself).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when grad mode is on and some input requires grad.
+bool should_record(const std::vector<Tensor>& inputs);
+
+// Makes output the result of a recorded op when should_record(inputs); returns output either way.
+Tensor record(ops::OpId op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward);
+
+// Op tracing, for coverage checks: while a TraceScope is alive, every trace_op() call is counted.
+void trace_op(ops::OpId op);
+class TraceScope {
+ public:
+  TraceScope();
+  ~TraceScope();
+  TraceScope(const TraceScope&) = delete;
+  TraceScope& operator=(const TraceScope&) = delete;
+  const std::vector<std::uint64_t>& counts() const { return counts_; }
+  bool saw(ops::OpId op) const { return counts_[static_cast<std::size_t>(op)] > 0; }
+
+ private:
+  std::vector<std::uint64_t> counts_;
+  TraceScope* previous_;
+  friend void trace_op(ops::OpId op);
+};
+
+}  // namespace loracpp::autograd
