@@ -69,7 +69,7 @@ struct RopeOptions {
   RopeLayout layout = RopeLayout::half;
   std::int64_t position_offset = 0;
   // Per-pair inverse frequencies [head_dim/2]; empty means theta^(-2i/head_dim).
-  std::vector<float> inv_freq;
+  std::vector<float> inv_freq{};
 };
 std::vector<float> rope_inv_freq(std::int64_t head_dim, float theta);
 // x [batch, heads, seq, head_dim]: rotates pairs of features by position * inv_freq.
@@ -77,8 +77,8 @@ Tensor rope(const Tensor& x, const RopeOptions& options);
 
 struct AttentionOptions {
   bool causal = false;
-  Tensor mask;                 // additive, broadcastable to [batch, q_heads, q_len, kv_len]
-  std::optional<float> scale;  // default 1/sqrt(head_dim)
+  Tensor mask{};               // additive, broadcastable to [batch, q_heads, q_len, kv_len]
+  std::optional<float> scale{};  // default 1/sqrt(head_dim)
 };
 // q [batch, q_heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],
 // v [batch, kv_heads, kv_len, v_dim] -> [batch, q_heads, q_len, v_dim]; q_heads a multiple of
