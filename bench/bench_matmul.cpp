@@ -29,6 +29,19 @@ void BM_blas_sgemm(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(static_cast<double>(2 * m * n * k), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
+void BM_blas_sgemm_nt(benchmark::State& state) {  // B given as [n, k], as a Linear weight is
+  const auto m = state.range(0), k = state.range(1), n = state.range(2);
+  std::vector<float> a(static_cast<std::size_t>(m * k), 0.5f), b(static_cast<std::size_t>(k * n), 0.25f),
+      c(static_cast<std::size_t>(m * n));
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
+                static_cast<int>(k), 1.0f, a.data(), static_cast<int>(k), b.data(), static_cast<int>(k), 0.0f,
+                c.data(), static_cast<int>(n));
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(static_cast<double>(2 * m * n * k), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
 void BM_loracpp_matmul(benchmark::State& state) {
   const auto m = state.range(0), k = state.range(1), n = state.range(2);
   const Tensor a = Tensor::full({m, k}, 0.5f), b = Tensor::full({k, n}, 0.25f);
@@ -45,6 +58,7 @@ void BM_loracpp_linear(benchmark::State& state) {  // x @ W^T with W [out, in]: 
 }  // namespace
 
 BENCHMARK(BM_blas_sgemm)->Apply(args)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_blas_sgemm_nt)->Apply(args)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_loracpp_matmul)->Apply(args)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_loracpp_linear)->Apply(args)->Unit(benchmark::kMicrosecond);
 BENCHMARK_MAIN();

@@ -13,14 +13,14 @@
 
 namespace loracpp {
 
-std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device) {
+std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bool zero_fill) {
   check(device == Device::cpu, "storage", "cannot allocate on {}: this build has no {} backend",
         device_name(device), device_name(device));
   std::shared_ptr<Storage> storage(new Storage());
   const std::size_t rounded = (std::max<std::size_t>(nbytes, 1) + 63) / 64 * 64;
   void* data = std::aligned_alloc(64, rounded);
   if (!data) fail("storage", "out of memory allocating {} bytes", nbytes);
-  std::memset(data, 0, rounded);
+  if (zero_fill) std::memset(data, 0, rounded);
   storage->data_ = static_cast<std::byte*>(data);
   storage->nbytes_ = nbytes;
   return storage;

@@ -11,7 +11,8 @@ namespace loracpp {
 // file, so frozen weights can be used in place without a copy.
 class Storage {
  public:
-  static std::shared_ptr<Storage> allocate(std::size_t nbytes, Device device = Device::cpu);
+  // Zero-filled unless zero_fill is false (for outputs that are about to be fully written).
+  static std::shared_ptr<Storage> allocate(std::size_t nbytes, Device device = Device::cpu, bool zero_fill = true);
   static std::shared_ptr<Storage> map_file(const std::filesystem::path& path);
 
   Storage(const Storage&) = delete;

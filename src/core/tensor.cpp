@@ -69,6 +69,11 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   return Tensor(make_impl(Storage::allocate(bytes, device), 0, shape, dtype));
 }
 
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  const auto bytes = static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype);
+  return Tensor(make_impl(Storage::allocate(bytes, device, /*zero_fill=*/false), 0, shape, dtype));
+}
+
 Tensor Tensor::full(const Shape& shape, float value, DType dtype) {
   Tensor t = zeros(shape, dtype);
   void* base = t.raw_mutable_data();

@@ -48,6 +48,8 @@ class Tensor {
 
   // Zero-filled, contiguous.
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  // Contiguous, contents undefined: for outputs a kernel writes in full.
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
   static Tensor full(const Shape& shape, float value, DType dtype = DType::f32);
   // Values converted to dtype (a floating dtype).
   static Tensor from_floats(std::span<const float> values, const Shape& shape, DType dtype = DType::f32);

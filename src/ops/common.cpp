@@ -37,7 +37,7 @@ void require_rank(std::string_view op, const Tensor& x, std::int64_t rank, std::
 
 Tensor contiguous_raw(const Tensor& x) {
   if (x.is_contiguous()) return x;
-  Tensor out = Tensor::zeros(x.shape(), x.dtype(), x.device());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   const Shape dst_strides = contiguous_strides(x.shape());
   LORACPP_KERNEL(x.device(), copy_strided)(x.raw_data(), x.strides().data(), out.raw_mutable_data(),
                                            dst_strides.data(), x.shape().data(), static_cast<int>(x.dim()),
@@ -48,7 +48,7 @@ Tensor contiguous_raw(const Tensor& x) {
 Tensor as_f32(const Tensor& x) {
   Tensor dense = contiguous_raw(x);
   if (dense.dtype() == DType::f32) return dense;
-  Tensor out = Tensor::zeros(x.shape(), DType::f32, x.device());
+  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   LORACPP_KERNEL(x.device(), convert)(dense.raw_data(), dense.dtype(), out.raw_mutable_data(), DType::f32,
                                       dense.numel());
   return out;
@@ -57,7 +57,7 @@ Tensor as_f32(const Tensor& x) {
 Tensor cast_raw(const Tensor& x_f32, DType dtype) {
   if (dtype == x_f32.dtype()) return x_f32;
   Tensor dense = contiguous_raw(x_f32);
-  Tensor out = Tensor::zeros(x_f32.shape(), dtype, x_f32.device());
+  Tensor out = Tensor::empty(x_f32.shape(), dtype, x_f32.device());
   LORACPP_KERNEL(x_f32.device(), convert)(dense.raw_data(), dense.dtype(), out.raw_mutable_data(), dtype,
                                           dense.numel());
   return out;
@@ -66,6 +66,7 @@ Tensor cast_raw(const Tensor& x_f32, DType dtype) {
 Tensor alias(const Tensor& x) { return x.as_strided(x.shape(), x.strides(), x.byte_offset()); }
 
 Tensor zeros_f32(const Shape& shape, Device device) { return Tensor::zeros(shape, DType::f32, device); }
+Tensor empty_f32(const Shape& shape, Device device) { return Tensor::empty(shape, DType::f32, device); }
 
 Tensor checked_ids(std::string_view op, const Tensor& ids, i64 limit, std::optional<i64> skip_value) {
   require_integer(op, ids, "ids");

@@ -27,6 +27,7 @@ Tensor cast_raw(const Tensor& x_f32, DType dtype);
 // A fresh tensor viewing the same elements: ops return a new tensor even when no copy is needed.
 Tensor alias(const Tensor& x);
 Tensor zeros_f32(const Shape& shape, Device device);
+Tensor empty_f32(const Shape& shape, Device device);  // for outputs a kernel writes in full
 // ids as contiguous i64, each checked to lie in [0, limit) (or to equal skip_value).
 Tensor checked_ids(std::string_view op, const Tensor& ids, i64 limit, std::optional<i64> skip_value = {});
 

@@ -29,7 +29,7 @@ Tensor binary_raw(std::string_view name, BinaryOp op, const Tensor& a, const Ten
   require_same_device(name, {a, b});
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   const Tensor af = as_f32(a), bf = as_f32(b);
-  Tensor out = zeros_f32(shape, a.device());
+  Tensor out = empty_f32(shape, a.device());
   const Shape as = broadcast_strides(a.shape(), shape), bs = broadcast_strides(b.shape(), shape);
   LORACPP_KERNEL(a.device(), binary)(op, f32(af), as.data(), f32(bf), bs.data(), f32(out), shape.data(),
                                      static_cast<int>(shape.size()));
@@ -78,7 +78,7 @@ Tensor scale(const Tensor& x, float alpha) {
   trace_op(OpId::scale);
   require_floating("scale", x, "input");
   const Tensor xf = as_f32(x);
-  Tensor out = zeros_f32(x.shape(), x.device());
+  Tensor out = empty_f32(x.shape(), x.device());
   LORACPP_KERNEL(x.device(), scale)(f32(xf), alpha, f32(out), x.numel());
   return record(OpId::scale, cast_raw(out, x.dtype()), {x},
                 [alpha](const Node&, const Tensor& g) { return std::vector<Tensor>{scale(g, alpha)}; });

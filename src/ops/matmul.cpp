@@ -46,7 +46,7 @@ Tensor matmul_raw(const Tensor& a, const Tensor& b) {
   Shape out_shape = batch;
   out_shape.push_back(m);
   out_shape.push_back(n);
-  Tensor out = zeros_f32(out_shape, a.device());
+  Tensor out = empty_f32(out_shape, a.device());
   auto gemm = LORACPP_KERNEL(a.device(), gemm);
 
   // A 2-D right operand against a dense left operand: fold the batch into the rows, one GEMM.
