@@ -10,7 +10,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::trace_op;
 
 namespace {
 // [q_len, kv_len]: 0 where query i may see key j (j <= i + kv_len - q_len), -inf elsewhere.

@@ -11,6 +11,10 @@
 namespace loracpp::ops::detail {
 
 using backend::i64;
+// What every op file uses to record itself.
+using autograd::Node;
+using autograd::record;
+using autograd::trace_op;
 
 void require_floating(std::string_view op, const Tensor& x, std::string_view role);
 void require_integer(std::string_view op, const Tensor& x, std::string_view role);

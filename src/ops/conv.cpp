@@ -5,9 +5,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::Node;
-using autograd::record;
-using autograd::trace_op;
 
 namespace {
 backend::Conv2dGeometry geometry(const Tensor& x, std::int64_t kernel_h, std::int64_t kernel_w,

@@ -5,9 +5,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::Node;
-using autograd::record;
-using autograd::trace_op;
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
   trace_op(OpId::embedding);

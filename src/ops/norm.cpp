@@ -5,9 +5,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::Node;
-using autograd::record;
-using autograd::trace_op;
 
 namespace {
 void check_param(std::string_view op, const Tensor& x, const Tensor& p, std::string_view role) {

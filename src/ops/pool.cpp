@@ -5,9 +5,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::Node;
-using autograd::record;
-using autograd::trace_op;
 
 namespace {
 backend::Pool2dGeometry geometry(const Tensor& x, const Pool2dOptions& o, std::string_view op) {

@@ -7,9 +7,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::Node;
-using autograd::record;
-using autograd::trace_op;
 
 std::vector<float> rope_inv_freq(std::int64_t head_dim, float theta) {
   std::vector<float> inv_freq(static_cast<std::size_t>(head_dim / 2));

@@ -7,9 +7,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::Node;
-using autograd::record;
-using autograd::trace_op;
 
 Tensor contiguous(const Tensor& x) {
   trace_op(OpId::contiguous);

@@ -5,9 +5,6 @@
 namespace loracpp::ops {
 
 using namespace detail;
-using autograd::Node;
-using autograd::record;
-using autograd::trace_op;
 
 namespace {
 // Softmax over the last dim of a tensor; y is kept f32 for the backward pass.
