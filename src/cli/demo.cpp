@@ -8,7 +8,15 @@
 
 namespace loracpp::cli {
 
-int run_demo(const DemoOptions& options) {
+void DemoCommand::add_to(CLI::App& parent) {
+  app = parent.add_subcommand("demo", "Train a LoRA adapter on a frozen linear layer (synthetic task)");
+  app->add_option("--steps", steps, "Optimiser steps")->check(CLI::PositiveNumber);
+  app->add_option("--rank", rank, "Adapter rank r")->check(CLI::PositiveNumber);
+  app->add_option("--seed", seed, "Random seed");
+}
+
+int DemoCommand::run() {
+  const DemoCommand& options = *this;
   using namespace ops;
   const std::int64_t in = 64, out = 48, batch = 128, r = options.rank;
   Rng rng(options.seed);

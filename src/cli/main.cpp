@@ -1,7 +1,7 @@
 // The `lora` command: subcommands over the engine; parsing and printing only.
-#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fmt/core.h>
+#include <memory>
+#include <vector>
 
 #include "cli/commands.h"
 #include "loracpp/loracpp.h"
@@ -13,11 +13,12 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--threads", threads, "Threads for BLAS and kernels (default: all cores)")->check(CLI::PositiveNumber);
 
-  loracpp::cli::DemoOptions demo;
-  auto* demo_cmd = app.add_subcommand("demo", "Train a LoRA adapter on a frozen linear layer (synthetic task)");
-  demo_cmd->add_option("--steps", demo.steps, "Optimiser steps")->check(CLI::PositiveNumber);
-  demo_cmd->add_option("--rank", demo.rank, "Adapter rank r")->check(CLI::PositiveNumber);
-  demo_cmd->add_option("--seed", demo.seed, "Random seed");
+  std::vector<std::unique_ptr<loracpp::cli::Command>> commands;
+  commands.push_back(std::make_unique<loracpp::cli::InspectCommand>());
+  commands.push_back(std::make_unique<loracpp::cli::GenerateCommand>());
+  commands.push_back(std::make_unique<loracpp::cli::ConvertCommand>());
+  commands.push_back(std::make_unique<loracpp::cli::DemoCommand>());
+  for (auto& command : commands) command->add_to(app);
 
   try {
     app.parse(argc, argv);
@@ -26,7 +27,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (threads > 0) loracpp::set_num_threads(threads);
-    if (*demo_cmd) return loracpp::cli::run_demo(demo);
+    for (auto& command : commands)
+      if (*command->app) return command->run();
   } catch (const loracpp::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -23,6 +23,9 @@ Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor concat(const std::vector<Tensor>& xs, std::int64_t dim);
 std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& sizes, std::int64_t dim);
+// Copies src into dst, a view of a writable tensor of the same shape and dtype. Not recorded (it is
+// for KV caches and state updates), so src must not require grad while grad mode is on.
+void assign(const Tensor& dst, const Tensor& src);
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view place);
 
 // ---- arithmetic (numpy broadcasting; both operands of one floating dtype) ----

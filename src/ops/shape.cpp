@@ -104,6 +104,19 @@ Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t
   });
 }
 
+void assign(const Tensor& dst, const Tensor& src) {
+  check(dst.shape() == src.shape(), "assign", "shapes differ: destination {}, source {}", shape_str(dst.shape()),
+        shape_str(src.shape()));
+  require_same_dtype("assign", dst, src);
+  require_same_device("assign", {dst, src});
+  check(!(autograd::grad_enabled() && src.requires_grad()), "assign",
+        "the source requires grad; copy it inside a no-grad scope (the copy is not recorded)");
+  Tensor target = dst;
+  LORACPP_KERNEL(src.device(), copy_strided)(src.raw_data(), src.strides().data(), target.raw_mutable_data(),
+                                             dst.strides().data(), src.shape().data(), static_cast<int>(src.dim()),
+                                             dtype_size(src.dtype()));
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view place) {
   const std::size_t rank = std::max(a.size(), b.size());
   Shape out(rank);

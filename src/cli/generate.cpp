@@ -1,0 +1,38 @@
+// `lora generate`: text from a model; only the generated text goes to stdout, logs to stderr.
+#include <cstdio>
+#include <fmt/core.h>
+
+#include "cli/commands.h"
+#include "models/generate.h"
+#include "models/registry.h"
+
+namespace loracpp::cli {
+
+void GenerateCommand::add_to(CLI::App& parent) {
+  app = parent.add_subcommand("generate", "Generate text with a model");
+  app->add_option("--model,-m", model, "Model: HuggingFace folder, .gguf file or llama2.c .bin")->required();
+  app->add_option("--tokenizer", tokenizer, "Tokenizer file (default: found next to the model)");
+  app->add_option("--prompt,-p", prompt, "Text to continue");
+  app->add_option("-n,--steps", steps, "Positions in all, BOS and prompt included (as llama2.c's run.c)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--temperature,-t", temperature, "0 for greedy")->check(CLI::NonNegativeNumber);
+  app->add_option("--top-k", top_k, "Sample among the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
+  app->add_option("--top-p", top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0f, 1.0f));
+  app->add_option("--seed", seed, "Random seed");
+}
+
+int GenerateCommand::run() {
+  auto loaded = models::load_model(model, {.tokenizer = tokenizer});
+  check(loaded.tokenizer != nullptr, "generate", "no tokenizer found next to {}; give one with --tokenizer", model);
+  const models::GenerateOptions options{steps, {temperature, top_k, top_p, seed}};
+  const auto result = models::generate(*loaded.model, *loaded.tokenizer, prompt, options, [](const std::string& text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  });
+  std::fputc('\n', stdout);
+  if (result.seconds > 0 && result.tokens.size() > 1)
+    fmt::print(stderr, "achieved tok/s: {:.1f}\n", static_cast<double>(result.tokens.size() - 1) / result.seconds);
+  return 0;
+}
+
+}  // namespace loracpp::cli

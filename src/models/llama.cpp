@@ -1,0 +1,282 @@
+#include "models/llama.h"
+
+#include <cmath>
+#include <numbers>
+#include <set>
+
+#include "ops/tape.h"
+
+namespace loracpp::models {
+
+namespace {
+
+constexpr std::string_view kPlace = "llama";
+
+std::int64_t positive_int(const nlohmann::json& j, const char* key, const std::string& file,
+                          std::optional<std::int64_t> fallback = {}) {
+  if (!j.contains(key) || j[key].is_null()) {
+    check(fallback.has_value(), "config", "field '{}' is missing ({})", key, file);
+    return *fallback;
+  }
+  check(j[key].is_number_integer() && j[key].get<std::int64_t>() > 0, "config",
+        "field '{}' must be a positive integer, got {} ({})", key, j[key].dump(), file);
+  return j[key].get<std::int64_t>();
+}
+
+float number(const nlohmann::json& j, const char* key, const std::string& file, float fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  check(j[key].is_number(), "config", "field '{}' must be a number, got {} ({})", key, j[key].dump(), file);
+  return j[key].get<float>();
+}
+
+bool boolean(const nlohmann::json& j, const char* key, const std::string& file, bool fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  check(j[key].is_boolean(), "config", "field '{}' must be true or false, got {} ({})", key, j[key].dump(), file);
+  return j[key].get<bool>();
+}
+
+std::int64_t token_id(const nlohmann::json& j, const char* key, const std::string& file, std::int64_t fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  const auto& v = j[key].is_array() && !j[key].empty() ? j[key][0] : j[key];  // Llama 3 lists several eos ids
+  check(v.is_number_integer(), "config", "field '{}' must be a token id, got {} ({})", key, j[key].dump(), file);
+  return v.get<std::int64_t>();
+}
+
+std::string layer_name(std::int64_t layer, const char* suffix) { return fmt::format("model.layers.{}.{}", layer, suffix); }
+
+}  // namespace
+
+LlamaConfig LlamaConfig::from_hf_json(const nlohmann::json& j, const std::string& file) {
+  check(j.is_object(), "config", "expected a JSON object ({})", file);
+  LlamaConfig c;
+  if (j.contains("model_type") && j["model_type"].is_string()) c.model_type = j["model_type"].get<std::string>();
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    c.architecture = j["architectures"][0].get<std::string>();
+  c.vocab_size = positive_int(j, "vocab_size", file);
+  c.hidden_size = positive_int(j, "hidden_size", file);
+  c.intermediate_size = positive_int(j, "intermediate_size", file);
+  c.num_layers = positive_int(j, "num_hidden_layers", file);
+  c.num_heads = positive_int(j, "num_attention_heads", file);
+  c.num_kv_heads = positive_int(j, "num_key_value_heads", file, c.num_heads);
+  check(c.hidden_size % c.num_heads == 0 || j.contains("head_dim"), "config",
+        "hidden_size {} is not a multiple of num_attention_heads {} and no head_dim is given ({})", c.hidden_size,
+        c.num_heads, file);
+  c.head_dim = positive_int(j, "head_dim", file, c.hidden_size / c.num_heads);
+  c.max_position_embeddings = positive_int(j, "max_position_embeddings", file, 2048);
+  c.rms_norm_eps = number(j, "rms_norm_eps", file, 1e-6f);
+  c.rope_theta = number(j, "rope_theta", file, 10000.0f);
+  c.tie_word_embeddings = boolean(j, "tie_word_embeddings", file, false);
+  c.attention_bias = boolean(j, "attention_bias", file, c.model_type == "qwen2");
+  c.bos_token_id = token_id(j, "bos_token_id", file, 1);
+  c.eos_token_id = token_id(j, "eos_token_id", file, 2);
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    const auto& s = j["rope_scaling"];
+    check(s.is_object(), "config", "field 'rope_scaling' must be an object ({})", file);
+    const std::string type = s.value("rope_type", s.value("type", std::string()));
+    check(type == "llama3", "config", "rope_scaling type '{}' is not supported; expected llama3 ({})", type, file);
+    Llama3RopeScaling r;
+    r.factor = number(s, "factor", file, r.factor);
+    r.low_freq_factor = number(s, "low_freq_factor", file, r.low_freq_factor);
+    r.high_freq_factor = number(s, "high_freq_factor", file, r.high_freq_factor);
+    r.original_max_position_embeddings =
+        positive_int(s, "original_max_position_embeddings", file, r.original_max_position_embeddings);
+    c.rope_scaling = r;
+  }
+  c.validate(file);
+  return c;
+}
+
+nlohmann::ordered_json LlamaConfig::to_hf_json() const {
+  nlohmann::ordered_json j;
+  j["architectures"] = {architecture};
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_layers;
+  j["num_attention_heads"] = num_heads;
+  j["num_key_value_heads"] = num_kv_heads;
+  j["head_dim"] = head_dim;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (rope_scaling) {
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", rope_scaling->factor},
+                         {"low_freq_factor", rope_scaling->low_freq_factor},
+                         {"high_freq_factor", rope_scaling->high_freq_factor},
+                         {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["attention_bias"] = attention_bias;
+  j["hidden_act"] = "silu";
+  j["bos_token_id"] = bos_token_id;
+  j["eos_token_id"] = eos_token_id;
+  j["torch_dtype"] = "float32";
+  return j;
+}
+
+void LlamaConfig::validate(const std::string& file) const {
+  check(num_heads % num_kv_heads == 0, "config", "num_attention_heads {} is not a multiple of num_key_value_heads {} ({})",
+        num_heads, num_kv_heads, file);
+  check(head_dim % 2 == 0, "config", "head_dim {} must be even for rotary embeddings ({})", head_dim, file);
+  check(rms_norm_eps > 0 && rope_theta > 0, "config", "rms_norm_eps and rope_theta must be positive ({})", file);
+}
+
+std::vector<float> LlamaConfig::inv_freq() const {
+  std::vector<float> freqs = ops::rope_inv_freq(head_dim, rope_theta);
+  if (!rope_scaling) return freqs;
+  const auto& s = *rope_scaling;
+  const double old_context = static_cast<double>(s.original_max_position_embeddings);
+  const double low_wavelen = old_context / s.low_freq_factor, high_wavelen = old_context / s.high_freq_factor;
+  for (auto& f : freqs) {
+    const double freq = f, wavelen = 2 * std::numbers::pi / freq;
+    double scaled = wavelen > low_wavelen ? freq / s.factor : freq;
+    if (wavelen >= high_wavelen && wavelen <= low_wavelen) {
+      const double smooth = (old_context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      scaled = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    }
+    f = static_cast<float>(scaled);
+  }
+  return freqs;
+}
+
+std::vector<std::pair<std::string, Shape>> llama_tensor_shapes(const LlamaConfig& c) {
+  const std::int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  std::vector<std::pair<std::string, Shape>> shapes{{"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}}};
+  for (std::int64_t l = 0; l < c.num_layers; ++l) {
+    shapes.emplace_back(layer_name(l, "input_layernorm.weight"), Shape{c.hidden_size});
+    shapes.emplace_back(layer_name(l, "self_attn.q_proj.weight"), Shape{q, c.hidden_size});
+    shapes.emplace_back(layer_name(l, "self_attn.k_proj.weight"), Shape{kv, c.hidden_size});
+    shapes.emplace_back(layer_name(l, "self_attn.v_proj.weight"), Shape{kv, c.hidden_size});
+    if (c.attention_bias) {
+      shapes.emplace_back(layer_name(l, "self_attn.q_proj.bias"), Shape{q});
+      shapes.emplace_back(layer_name(l, "self_attn.k_proj.bias"), Shape{kv});
+      shapes.emplace_back(layer_name(l, "self_attn.v_proj.bias"), Shape{kv});
+    }
+    shapes.emplace_back(layer_name(l, "self_attn.o_proj.weight"), Shape{c.hidden_size, q});
+    shapes.emplace_back(layer_name(l, "post_attention_layernorm.weight"), Shape{c.hidden_size});
+    shapes.emplace_back(layer_name(l, "mlp.gate_proj.weight"), Shape{c.intermediate_size, c.hidden_size});
+    shapes.emplace_back(layer_name(l, "mlp.up_proj.weight"), Shape{c.intermediate_size, c.hidden_size});
+    shapes.emplace_back(layer_name(l, "mlp.down_proj.weight"), Shape{c.hidden_size, c.intermediate_size});
+  }
+  shapes.emplace_back("model.norm.weight", Shape{c.hidden_size});
+  if (!c.tie_word_embeddings) shapes.emplace_back("lm_head.weight", Shape{c.vocab_size, c.hidden_size});
+  return shapes;
+}
+
+LlamaModel::LlamaModel(LlamaConfig config, std::map<std::string, Tensor> weights, std::string source)
+    : config_(std::move(config)), source_(std::move(source)) {
+  config_.validate(source_);
+  std::set<std::string> expected;
+  const auto shapes = llama_tensor_shapes(config_);
+  const auto embed = weights.find("model.embed_tokens.weight");
+  check(embed != weights.end(), kPlace, "tensor 'model.embed_tokens.weight' is missing ({})", source_);
+  const DType dtype = embed->second.dtype();
+  check(is_floating(dtype), kPlace, "weights must be floating point, 'model.embed_tokens.weight' is {} ({})",
+        dtype_name(dtype), source_);
+  for (const auto& [name, shape] : shapes) {
+    expected.insert(name);
+    auto it = weights.find(name);
+    check(it != weights.end(), kPlace, "tensor '{}' is missing ({})", name, source_);
+    check(it->second.shape() == shape, kPlace, "tensor '{}' has shape {}, the config needs {} ({})", name,
+          shape_str(it->second.shape()), shape_str(shape), source_);
+    check(is_floating(it->second.dtype()), kPlace, "tensor '{}' has dtype {}, expected a floating dtype ({})", name,
+          dtype_name(it->second.dtype()), source_);
+    // One compute dtype: the embedding's. Others are converted once here.
+    weights_[name] = it->second.dtype() == dtype ? it->second : ops::to_dtype(it->second, dtype);
+  }
+  for (const auto& [name, tensor] : weights) {
+    const bool derived = name.ends_with("rotary_emb.inv_freq") || (config_.tie_word_embeddings && name == "lm_head.weight");
+    check(expected.count(name) || derived, kPlace, "unexpected tensor '{}' for a {} model ({})", name,
+          config_.architecture, source_);
+  }
+  inv_freq_ = config_.inv_freq();
+}
+
+const Tensor& LlamaModel::weight(const std::string& name) const {
+  const auto it = weights_.find(name);
+  check(it != weights_.end(), kPlace, "no tensor named '{}'", name);
+  return it->second;
+}
+
+const std::vector<std::string>& LlamaModel::target_modules() {
+  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+KVCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity, DType dtype) const {
+  KVCache cache;
+  cache.capacity = capacity;
+  for (std::int64_t l = 0; l < config_.num_layers; ++l) {
+    cache.keys.push_back(Tensor::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, dtype));
+    cache.values.push_back(Tensor::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, dtype));
+  }
+  return cache;
+}
+
+// x [batch, seq, hidden] -> [batch, seq, hidden]
+Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache) const {
+  using namespace ops;
+  const std::int64_t batch = x.size(0), seq = x.size(1), hd = config_.head_dim;
+  const std::int64_t position = cache ? cache->length : 0;
+  auto project = [&](const char* name, std::int64_t heads) {  // -> [batch, heads, seq, head_dim]
+    const std::string base = layer_name(layer, name);
+    const Tensor bias = config_.attention_bias && std::string(name) != "self_attn.o_proj" ? weight(base + ".bias") : Tensor();
+    return transpose(reshape(linear(x, weight(base + ".weight"), bias), {batch, seq, heads, hd}), 1, 2);
+  };
+  const RopeOptions rotary{.theta = config_.rope_theta, .layout = config_.rope_layout, .position_offset = position,
+                           .inv_freq = inv_freq_};
+  const Tensor q = rope(project("self_attn.q_proj", config_.num_heads), rotary);
+  Tensor k = rope(project("self_attn.k_proj", config_.num_kv_heads), rotary);
+  Tensor v = project("self_attn.v_proj", config_.num_kv_heads);
+  if (cache) {
+    check(position + seq <= cache->capacity, kPlace, "the KV cache holds {} positions, {} are needed",
+          cache->capacity, position + seq);
+    Tensor& keys = cache->keys[static_cast<std::size_t>(layer)];
+    Tensor& values = cache->values[static_cast<std::size_t>(layer)];
+    assign(slice(keys, 2, position, position + seq), k);
+    assign(slice(values, 2, position, position + seq), v);
+    k = slice(keys, 2, 0, position + seq);
+    v = slice(values, 2, 0, position + seq);
+  }
+  const Tensor o = scaled_dot_product_attention(q, k, v, {.causal = true});
+  return linear(reshape(transpose(o, 1, 2), {batch, seq, config_.num_heads * hd}),
+                weight(layer_name(layer, "self_attn.o_proj.weight")));
+}
+
+Tensor LlamaModel::forward(const Tensor& ids, KVCache* cache, bool last_only) const {
+  using namespace ops;
+  check(ids.dim() == 2, kPlace, "ids must be [batch, seq], got {}", shape_str(ids.shape()));
+  const std::int64_t seq = ids.size(1);
+  const std::int64_t start = cache ? cache->length : 0;
+  check(start + seq <= config_.max_position_embeddings, kPlace, "{} positions exceed the model's context of {}",
+        start + seq, config_.max_position_embeddings);
+  Tensor x = embedding(weight("model.embed_tokens.weight"), ids);
+  const float eps = config_.rms_norm_eps;
+  for (std::int64_t l = 0; l < config_.num_layers; ++l) {
+    x = add(x, attention(l, rms_norm(x, weight(layer_name(l, "input_layernorm.weight")), eps), cache));
+    const Tensor h = rms_norm(x, weight(layer_name(l, "post_attention_layernorm.weight")), eps);
+    const Tensor gated = swiglu(linear(h, weight(layer_name(l, "mlp.gate_proj.weight"))),
+                                linear(h, weight(layer_name(l, "mlp.up_proj.weight"))));
+    x = add(x, linear(gated, weight(layer_name(l, "mlp.down_proj.weight"))));
+  }
+  if (cache) cache->length += seq;
+  if (last_only) x = slice(x, 1, seq - 1, seq);
+  x = rms_norm(x, weight("model.norm.weight"), eps);
+  return linear(x, weight(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+}
+
+Tensor LlamaModel::loss(const Tensor& ids) const {
+  using namespace ops;
+  check(ids.dim() == 2 && ids.size(1) >= 2, kPlace, "loss needs ids [batch, seq >= 2], got {}", shape_str(ids.shape()));
+  const std::int64_t seq = ids.size(1);
+  const Tensor logits = forward(slice(ids, 1, 0, seq - 1));
+  return cross_entropy(logits, contiguous(slice(ids, 1, 1, seq)));
+}
+
+}  // namespace loracpp::models

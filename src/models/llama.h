@@ -1,0 +1,93 @@
+#pragma once
+// The Llama family (Llama 2 and 3, Mistral, Qwen2/2.5, SmolLM, TinyLlama): RMSNorm, rotary
+// embeddings, grouped-query attention, SwiGLU MLP, tied or untied output layer. Built from ops, so
+// the same forward pass trains (autograd) and generates (with a KV cache).
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/ops.h"
+
+namespace loracpp::models {
+
+struct Llama3RopeScaling {
+  float factor = 8.0f;
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  std::int64_t original_max_position_embeddings = 8192;
+};
+
+struct LlamaConfig {
+  std::string architecture = "LlamaForCausalLM";  // as HuggingFace names it
+  std::string model_type = "llama";
+  std::int64_t vocab_size = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t intermediate_size = 0;
+  std::int64_t num_layers = 0;
+  std::int64_t num_heads = 0;
+  std::int64_t num_kv_heads = 0;
+  std::int64_t head_dim = 0;  // hidden_size / num_heads unless given
+  std::int64_t max_position_embeddings = 2048;
+  float rms_norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  std::optional<Llama3RopeScaling> rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v biases (Qwen2)
+  std::int64_t bos_token_id = 1;
+  std::int64_t eos_token_id = 2;
+  // Row order of q/k projections: HuggingFace's half-split, or the interleaved pairs of llama2.c and GGUF.
+  ops::RopeLayout rope_layout = ops::RopeLayout::half;
+
+  // Parses a HuggingFace config.json (its path is named in errors).
+  static LlamaConfig from_hf_json(const nlohmann::json& json, const std::string& file);
+  nlohmann::ordered_json to_hf_json() const;
+  std::vector<float> inv_freq() const;  // per rotary pair, with Llama-3 scaling applied
+  void validate(const std::string& file) const;
+};
+
+// Per-layer keys and values of the positions seen so far: [batch, kv_heads, capacity, head_dim].
+struct KVCache {
+  std::vector<Tensor> keys, values;
+  std::int64_t length = 0;  // positions filled
+  std::int64_t capacity = 0;
+};
+
+class LlamaModel {
+ public:
+  // weights: HuggingFace names -> tensors (views of mapped files are fine). Checks every tensor's
+  // presence and shape against config; unknown extra tensors are refused.
+  LlamaModel(LlamaConfig config, std::map<std::string, Tensor> weights, std::string source);
+
+  const LlamaConfig& config() const { return config_; }
+  const std::map<std::string, Tensor>& weights() const { return weights_; }
+  std::map<std::string, Tensor>& mutable_weights() { return weights_; }
+  const Tensor& weight(const std::string& name) const;
+  const std::string& source() const { return source_; }
+
+  // ids [batch, seq] (i32/i64) -> logits [batch, seq, vocab]; with a cache, positions continue from
+  // cache->length and the cache grows by seq. last_only: logits of the final position only.
+  Tensor forward(const Tensor& ids, KVCache* cache = nullptr, bool last_only = false) const;
+  // Mean next-token cross-entropy of ids [batch, seq] (targets are ids shifted by one).
+  Tensor loss(const Tensor& ids) const;
+  KVCache make_cache(std::int64_t batch, std::int64_t capacity, DType dtype = DType::f32) const;
+
+  // The linear layers a LoRA adapter can target, by their short names (q_proj, ..., down_proj).
+  static const std::vector<std::string>& target_modules();
+
+ private:
+  Tensor attention(std::int64_t layer, const Tensor& x, KVCache* cache) const;
+  LlamaConfig config_;
+  std::map<std::string, Tensor> weights_;
+  std::string source_;
+  std::vector<float> inv_freq_;
+};
+
+// The tensors a model of this config must have, with their shapes, in a canonical order.
+std::vector<std::pair<std::string, Shape>> llama_tensor_shapes(const LlamaConfig& config);
+
+}  // namespace loracpp::models

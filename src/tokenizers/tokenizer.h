@@ -1,0 +1,22 @@
+#pragma once
+// What generation and data loading need from any tokenizer.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loracpp::tokenizers {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::vector<std::int64_t> encode(std::string_view text, bool add_bos, bool add_eos) const = 0;
+  // The text of `token` when it follows `previous` (tokenizers drop a leading space after BOS).
+  virtual std::string decode_piece(std::int64_t previous, std::int64_t token) const = 0;
+  virtual std::int64_t vocab_size() const = 0;
+  virtual std::int64_t bos_id() const = 0;
+  virtual std::int64_t eos_id() const = 0;
+  std::string decode(const std::vector<std::int64_t>& ids) const;
+};
+
+}  // namespace loracpp::tokenizers
