@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -67,6 +69,47 @@ template <class Fn>
     return ::testing::AssertionFailure() << "message '" << message << "' does not start with '" << prefix << "'";
   }
   return ::testing::AssertionFailure() << "no error thrown";
+}
+
+}  // namespace loracpp::testing
+
+namespace loracpp::testing {
+
+inline std::string shared_path(const std::string& relative) { return std::string(LORACPP_SHARED_DIR) + "/" + relative; }
+inline std::string fixture_path(const std::string& relative) {
+  return std::string(LORACPP_FIXTURES_DIR) + "/" + relative;
+}
+
+// A fresh folder under the system temp dir, removed with its contents at the end of the test.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline TempDir::TempDir() {
+  static int counter = 0;
+  path_ = std::filesystem::temp_directory_path() /
+          ("loracpp_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+  std::filesystem::create_directories(path_);
+}
+inline TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+inline void write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
 }
 
 }  // namespace loracpp::testing
