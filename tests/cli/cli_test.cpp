@@ -58,3 +58,42 @@ TEST(Cli, DemoTrainsTheAdapterDownToASmallLoss) {
 
 }  // namespace
 }  // namespace loracpp
+
+namespace loracpp {
+namespace {
+
+const std::string kStories = testing::shared_path("models/stories260K/stories260K.bin");
+
+TEST(CliModels, GenerateGreedyPrintsOnlyTheStoryOnStdout) {
+  testing::TempDir dir;
+  const auto out = dir / "story.txt";
+  const CliRun r = run_cli("generate --model " + kStories + " --temperature 0 -n 256 > " + out.string() + " 2>/dev/null; test $? -eq 0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(testing::read_text(out), testing::read_text(testing::shared_path("models/stories260K/greedy_256.txt")));
+}
+
+TEST(CliModels, InspectDescribesTheModel) {
+  const CliRun r = run_cli("inspect " + kStories);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("LlamaForCausalLM"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"), std::string::npos);
+  EXPECT_NE(r.output.find("layers 5  hidden 64"), std::string::npos) << r.output;
+}
+
+TEST(CliModels, ConvertRoundTripsThroughGguf) {
+  testing::TempDir dir;
+  const auto gguf = (dir / "s.gguf").string();
+  ASSERT_EQ(run_cli("convert " + kStories + " --to " + gguf + " --format gguf --dtype f16").status, 0);
+  const CliRun r = run_cli("generate --model " + gguf + " --temperature 0 -n 30 2>/dev/null");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("Once upon a time", 0), 0u) << r.output;
+}
+
+TEST(CliModels, MissingModelIsOneClearError) {
+  const CliRun r = run_cli("generate --model /nonexistent/model.bin");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.output, "error: [model] /nonexistent/model.bin does not exist\n");
+}
+
+}  // namespace
+}  // namespace loracpp
