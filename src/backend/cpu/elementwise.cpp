@@ -36,22 +36,24 @@ void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, c
     for (i64 i = 0; i < n; ++i) out[i] = apply(op, a[i], b[i]);
     return;
   }
-  // Broadcast: walk the output in order, keeping both input offsets.
-  const Shape as(a_strides, a_strides + rank), bs(b_strides, b_strides + rank);
-  Shape index(static_cast<std::size_t>(rank), 0);
-  i64 ao = 0, bo = 0;
-  for (i64 i = 0; i < n; ++i) {
-    out[i] = apply(op, a[ao], b[bo]);
-    for (int d = rank - 1; d >= 0; --d) {
-      if (++index[d] < dims[d]) {
-        ao += as[d];
-        bo += bs[d];
-        break;
-      }
-      ao -= as[d] * (dims[d] - 1);
-      bo -= bs[d] * (dims[d] - 1);
-      index[d] = 0;
+  // Broadcast: rows of the innermost dim in parallel; each row finds its input offsets once.
+  if (rank == 0 || n == 0) {
+    if (n) out[0] = apply(op, a[0], b[0]);
+    return;
+  }
+  const i64 cols = dims[static_cast<std::size_t>(rank - 1)], rows = n / cols;
+  const i64 a_step = a_strides[rank - 1], b_step = b_strides[rank - 1];
+#pragma omp parallel for if (n > 65536)
+  for (i64 row = 0; row < rows; ++row) {
+    i64 ao = 0, bo = 0, rest = row;
+    for (int d = rank - 2; d >= 0; --d) {
+      const i64 index = rest % dims[static_cast<std::size_t>(d)];
+      rest /= dims[static_cast<std::size_t>(d)];
+      ao += index * a_strides[d];
+      bo += index * b_strides[d];
     }
+    float* o = out + row * cols;
+    for (i64 c = 0; c < cols; ++c) o[c] = apply(op, a[ao + c * a_step], b[bo + c * b_step]);
   }
 }
 
