@@ -197,6 +197,44 @@ LlamaModel::LlamaModel(LlamaConfig config, std::map<std::string, Tensor> weights
   inv_freq_ = config_.inv_freq();
 }
 
+void LlamaModel::set_weight(const std::string& name, const Tensor& value) {
+  auto it = weights_.find(name);
+  check(it != weights_.end(), kPlace, "no tensor named '{}'", name);
+  check(value.shape() == it->second.shape(), kPlace, "tensor '{}' must keep shape {}, got {}", name,
+        shape_str(it->second.shape()), shape_str(value.shape()));
+  it->second = value.dtype() == it->second.dtype() ? value : ops::to_dtype(value, it->second.dtype());
+}
+
+std::vector<nn::LoraBranch>& LlamaModel::adapter_slot(const std::string& module) {
+  check(weights_.count(module + ".weight"), kPlace, "no module named '{}'", module);
+  return adapters_[module];
+}
+
+std::vector<LinearModule> LlamaModel::linear_modules() const {
+  std::vector<LinearModule> out;
+  for (std::int64_t l = 0; l < config_.num_layers; ++l) {
+    for (const char* kind : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
+      const std::string path = layer_name(l, kind);
+      const Tensor& w = weight(path + ".weight");
+      const std::string k(kind);
+      out.push_back({path, k.substr(k.find('.') + 1), l, w.size(1), w.size(0)});
+    }
+  }
+  if (!config_.tie_word_embeddings)
+    out.push_back({"lm_head", "lm_head", -1, config_.hidden_size, config_.vocab_size});
+  return out;
+}
+
+Tensor LlamaModel::project(const std::string& module, const Tensor& x, const nn::ForwardContext& context) const {
+  const auto bias = weights_.find(module + ".bias");
+  const auto branches = adapters_.find(module);
+  static const std::vector<nn::LoraBranch> none;
+  return nn::linear_with_adapters(x, weight(module + ".weight"), bias == weights_.end() ? Tensor() : bias->second,
+                                  branches == adapters_.end() ? none : branches->second, context,
+                                  std::hash<std::string>{}(module));
+}
+
 const Tensor& LlamaModel::weight(const std::string& name) const {
   const auto it = weights_.find(name);
   check(it != weights_.end(), kPlace, "no tensor named '{}'", name);
@@ -220,20 +258,19 @@ KVCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity, DType 
 }
 
 // x [batch, seq, hidden] -> [batch, seq, hidden]
-Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache) const {
+Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache,
+                             const nn::ForwardContext& context) const {
   using namespace ops;
   const std::int64_t batch = x.size(0), seq = x.size(1), hd = config_.head_dim;
   const std::int64_t position = cache ? cache->length : 0;
-  auto project = [&](const char* name, std::int64_t heads) {  // -> [batch, heads, seq, head_dim]
-    const std::string base = layer_name(layer, name);
-    const Tensor bias = config_.attention_bias && std::string(name) != "self_attn.o_proj" ? weight(base + ".bias") : Tensor();
-    return transpose(reshape(linear(x, weight(base + ".weight"), bias), {batch, seq, heads, hd}), 1, 2);
+  auto heads_of = [&](const char* name, std::int64_t heads) {  // -> [batch, heads, seq, head_dim]
+    return transpose(reshape(project(layer_name(layer, name), x, context), {batch, seq, heads, hd}), 1, 2);
   };
   const RopeOptions rotary{.theta = config_.rope_theta, .layout = config_.rope_layout, .position_offset = position,
                            .inv_freq = inv_freq_};
-  const Tensor q = rope(project("self_attn.q_proj", config_.num_heads), rotary);
-  Tensor k = rope(project("self_attn.k_proj", config_.num_kv_heads), rotary);
-  Tensor v = project("self_attn.v_proj", config_.num_kv_heads);
+  const Tensor q = rope(heads_of("self_attn.q_proj", config_.num_heads), rotary);
+  Tensor k = rope(heads_of("self_attn.k_proj", config_.num_kv_heads), rotary);
+  Tensor v = heads_of("self_attn.v_proj", config_.num_kv_heads);
   if (cache) {
     check(position + seq <= cache->capacity, kPlace, "the KV cache holds {} positions, {} are needed",
           cache->capacity, position + seq);
@@ -245,38 +282,49 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
     v = slice(values, 2, 0, position + seq);
   }
   const Tensor o = scaled_dot_product_attention(q, k, v, {.causal = true});
-  return linear(reshape(transpose(o, 1, 2), {batch, seq, config_.num_heads * hd}),
-                weight(layer_name(layer, "self_attn.o_proj.weight")));
+  return project(layer_name(layer, "self_attn.o_proj"), reshape(transpose(o, 1, 2), {batch, seq, config_.num_heads * hd}),
+                 context);
 }
 
-Tensor LlamaModel::forward(const Tensor& ids, KVCache* cache, bool last_only) const {
+Tensor LlamaModel::forward(const Tensor& ids, KVCache* cache, bool last_only, const nn::ForwardContext& context) const {
   using namespace ops;
   check(ids.dim() == 2, kPlace, "ids must be [batch, seq], got {}", shape_str(ids.shape()));
   const std::int64_t seq = ids.size(1);
   const std::int64_t start = cache ? cache->length : 0;
   check(start + seq <= config_.max_position_embeddings, kPlace, "{} positions exceed the model's context of {}",
         start + seq, config_.max_position_embeddings);
-  Tensor x = embedding(weight("model.embed_tokens.weight"), ids);
+  static const std::vector<nn::LoraBranch> none;
+  const auto embed_branches = adapters_.find("model.embed_tokens");
+  Tensor x = nn::embedding_with_adapters(weight("model.embed_tokens.weight"), ids,
+                                         embed_branches == adapters_.end() ? none : embed_branches->second, context);
   const float eps = config_.rms_norm_eps;
   for (std::int64_t l = 0; l < config_.num_layers; ++l) {
-    x = add(x, attention(l, rms_norm(x, weight(layer_name(l, "input_layernorm.weight")), eps), cache));
+    x = add(x, attention(l, rms_norm(x, weight(layer_name(l, "input_layernorm.weight")), eps), cache, context));
     const Tensor h = rms_norm(x, weight(layer_name(l, "post_attention_layernorm.weight")), eps);
-    const Tensor gated = swiglu(linear(h, weight(layer_name(l, "mlp.gate_proj.weight"))),
-                                linear(h, weight(layer_name(l, "mlp.up_proj.weight"))));
-    x = add(x, linear(gated, weight(layer_name(l, "mlp.down_proj.weight"))));
+    const Tensor gated = swiglu(project(layer_name(l, "mlp.gate_proj"), h, context),
+                                project(layer_name(l, "mlp.up_proj"), h, context));
+    x = add(x, project(layer_name(l, "mlp.down_proj"), gated, context));
   }
   if (cache) cache->length += seq;
   if (last_only) x = slice(x, 1, seq - 1, seq);
   x = rms_norm(x, weight("model.norm.weight"), eps);
-  return linear(x, weight(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+  if (config_.tie_word_embeddings) return linear(x, weight("model.embed_tokens.weight"));
+  return project("lm_head", x, context);
 }
 
-Tensor LlamaModel::loss(const Tensor& ids) const {
+Tensor LlamaModel::loss(const Tensor& ids, const nn::ForwardContext& context) const {
+  check(ids.dim() == 2 && ids.size(1) >= 2, kPlace, "loss needs ids [batch, seq >= 2], got {}", shape_str(ids.shape()));
+  return loss(ids, ops::contiguous(ops::slice(ids, 1, 1, ids.size(1))), context);
+}
+
+Tensor LlamaModel::loss(const Tensor& ids, const Tensor& targets, const nn::ForwardContext& context) const {
   using namespace ops;
   check(ids.dim() == 2 && ids.size(1) >= 2, kPlace, "loss needs ids [batch, seq >= 2], got {}", shape_str(ids.shape()));
   const std::int64_t seq = ids.size(1);
-  const Tensor logits = forward(slice(ids, 1, 0, seq - 1));
-  return cross_entropy(logits, contiguous(slice(ids, 1, 1, seq)));
+  check(targets.shape() == Shape{ids.size(0), seq - 1}, kPlace, "targets must be [{}, {}], got {}", ids.size(0),
+        seq - 1, shape_str(targets.shape()));
+  const Tensor logits = forward(contiguous(slice(ids, 1, 0, seq - 1)), nullptr, false, context);
+  return cross_entropy(logits, targets);
 }
 
 }  // namespace loracpp::models

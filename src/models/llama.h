@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "nn/lora_layers.h"
 #include "ops/ops.h"
 
 namespace loracpp::models {
@@ -57,6 +58,14 @@ struct KVCache {
   std::int64_t capacity = 0;
 };
 
+// A linear layer of the model, by its module path ("model.layers.3.self_attn.q_proj").
+struct LinearModule {
+  std::string path;
+  std::string kind;        // q_proj, k_proj, ..., down_proj, lm_head
+  std::int64_t layer = -1;  // -1 outside the decoder layers
+  std::int64_t in_features = 0, out_features = 0;
+};
+
 class LlamaModel {
  public:
   // weights: HuggingFace names -> tensors (views of mapped files are fine). Checks every tensor's
@@ -67,24 +76,39 @@ class LlamaModel {
   const std::map<std::string, Tensor>& weights() const { return weights_; }
   std::map<std::string, Tensor>& mutable_weights() { return weights_; }
   const Tensor& weight(const std::string& name) const;
+  // Replaces a weight (same shape; converted to the model's dtype), for merging and full training.
+  void set_weight(const std::string& name, const Tensor& value);
+  DType dtype() const { return weight("model.embed_tokens.weight").dtype(); }
+
+  // Adapters: the branches on each module path (linear layers and "model.embed_tokens").
+  std::vector<nn::LoraBranch>& adapter_slot(const std::string& module);
+  const std::map<std::string, std::vector<nn::LoraBranch>>& adapters() const { return adapters_; }
+  std::map<std::string, std::vector<nn::LoraBranch>>& mutable_adapters() { return adapters_; }
+  std::vector<LinearModule> linear_modules() const;
   const std::string& source() const { return source_; }
 
   // ids [batch, seq] (i32/i64) -> logits [batch, seq, vocab]; with a cache, positions continue from
   // cache->length and the cache grows by seq. last_only: logits of the final position only.
-  Tensor forward(const Tensor& ids, KVCache* cache = nullptr, bool last_only = false) const;
-  // Mean next-token cross-entropy of ids [batch, seq] (targets are ids shifted by one).
-  Tensor loss(const Tensor& ids) const;
+  Tensor forward(const Tensor& ids, KVCache* cache = nullptr, bool last_only = false,
+                 const nn::ForwardContext& context = {}) const;
+  // Mean next-token cross-entropy of ids [batch, seq] (targets are ids shifted by one), or of
+  // explicit targets [batch, seq-1] where ignore_index marks positions without loss.
+  Tensor loss(const Tensor& ids, const nn::ForwardContext& context = {}) const;
+  Tensor loss(const Tensor& ids, const Tensor& targets, const nn::ForwardContext& context = {}) const;
   KVCache make_cache(std::int64_t batch, std::int64_t capacity, DType dtype = DType::f32) const;
 
   // The linear layers a LoRA adapter can target, by their short names (q_proj, ..., down_proj).
   static const std::vector<std::string>& target_modules();
 
  private:
-  Tensor attention(std::int64_t layer, const Tensor& x, KVCache* cache) const;
+  Tensor attention(std::int64_t layer, const Tensor& x, KVCache* cache, const nn::ForwardContext& context) const;
+  Tensor project(const std::string& module, const Tensor& x, const nn::ForwardContext& context) const;
   LlamaConfig config_;
   std::map<std::string, Tensor> weights_;
   std::string source_;
   std::vector<float> inv_freq_;
+  std::map<std::string, std::vector<nn::LoraBranch>> adapters_;
+  std::map<std::string, std::uint64_t> module_keys_;  // per-module dropout stream
 };
 
 // The tensors a model of this config must have, with their shapes, in a canonical order.
