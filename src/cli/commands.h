@@ -23,10 +23,51 @@ struct DemoCommand : Command {
 
 struct GenerateCommand : Command {
   std::string model, tokenizer, prompt;
+  std::vector<std::string> adapters;  // DIR[:SCALE]
   std::int64_t steps = 256;
   float temperature = 1.0f, top_p = 1.0f;
   std::int64_t top_k = 0;
   std::uint64_t seed = 42;
+  void add_to(CLI::App& parent) override;
+  int run() override;
+};
+
+struct TrainCommand : Command {
+  std::string model, tokenizer, data, validation_data, out, config_file, resume, targets = "q_proj,v_proj", init = "default";
+  std::string schedule = "cosine", bias = "none";
+  bool full = false, overwrite = false, rslora = false;
+  double validation_fraction = 0.1;
+  std::int64_t r = 8, seq_len = 256, steps = 100, batch_size = 16, micro_batch_size = 0, warmup = 0;
+  std::int64_t eval_every = 0, eval_batches = 0, early_stopping = 0, save_every = 0, stop_at = 0;
+  std::vector<std::int64_t> layers;
+  std::vector<std::string> modules_to_save;
+  float alpha = 16, dropout = 0, lr = 1e-3f, weight_decay = 0, max_grad_norm = 1, min_lr_ratio = 0;
+  std::uint64_t seed = 0;
+  void add_to(CLI::App& parent) override;
+  int run() override;
+};
+
+struct EvalCommand : Command {
+  std::string model, tokenizer, data;
+  std::vector<std::string> adapters;
+  std::int64_t seq_len = 256, batch_size = 8;
+  double validation_fraction = 0;
+  std::uint64_t seed = 0;
+  void add_to(CLI::App& parent) override;
+  int run() override;
+};
+
+struct MergeCommand : Command {
+  std::string model, out, format, dtype;
+  std::vector<std::string> adapters;
+  bool unsafe = false;
+  void add_to(CLI::App& parent) override;
+  int run() override;
+};
+
+struct InitCommand : Command {
+  std::string config, out, tokenizer = "bytes";
+  std::uint64_t seed = 0;
   void add_to(CLI::App& parent) override;
   int run() override;
 };

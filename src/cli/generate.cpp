@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <fmt/core.h>
 
+#include "cli/adapters_arg.h"
 #include "cli/commands.h"
 #include "models/generate.h"
 #include "models/registry.h"
@@ -13,6 +14,8 @@ void GenerateCommand::add_to(CLI::App& parent) {
   app->add_option("--model,-m", model, "Model: HuggingFace folder, .gguf file or llama2.c .bin")->required();
   app->add_option("--tokenizer", tokenizer, "Tokenizer file (default: found next to the model)");
   app->add_option("--prompt,-p", prompt, "Text to continue");
+  app->add_option("--adapter,-a", adapters, "PEFT adapter folder, DIR[:SCALE]; repeatable")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app->add_option("-n,--steps", steps, "Positions in all, BOS and prompt included (as llama2.c's run.c)")
       ->check(CLI::PositiveNumber);
   app->add_option("--temperature,-t", temperature, "0 for greedy")->check(CLI::NonNegativeNumber);
@@ -24,6 +27,7 @@ void GenerateCommand::add_to(CLI::App& parent) {
 int GenerateCommand::run() {
   auto loaded = models::load_model(model, {.tokenizer = tokenizer});
   check(loaded.tokenizer != nullptr, "generate", "no tokenizer found next to {}; give one with --tokenizer", model);
+  load_adapter_args(*loaded.model, adapters);
   const models::GenerateOptions options{steps, {temperature, top_k, top_p, seed}};
   const auto result = models::generate(*loaded.model, *loaded.tokenizer, prompt, options, [](const std::string& text) {
     std::fwrite(text.data(), 1, text.size(), stdout);

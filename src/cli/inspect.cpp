@@ -1,9 +1,12 @@
 // `lora inspect`: what a model is, how big, and which modules LoRA can target.
 #include <fmt/core.h>
 
+#include <fstream>
 #include <map>
 
 #include "cli/commands.h"
+#include "io/safetensors.h"
+#include "lora/lora_config.h"
 #include "models/registry.h"
 
 namespace loracpp::cli {
@@ -13,7 +16,37 @@ void InspectCommand::add_to(CLI::App& parent) {
   app->add_option("model", model, "Model: HuggingFace folder, .gguf file or llama2.c .bin")->required();
 }
 
+namespace {
+int inspect_adapter(const std::filesystem::path& dir) {
+  const auto config_path = dir / "adapter_config.json";
+  nlohmann::json json;
+  try {
+    std::ifstream in(config_path);
+    json = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("inspect", "{} is not valid JSON: {}", config_path.string(), e.what());
+  }
+  const auto config = lora::LoraConfig::from_json(json, config_path.string());
+  const auto weights = io::read_safetensors(dir / "adapter_model.safetensors");
+  std::int64_t params = 0, bytes = 0;
+  for (const auto& [name, t] : weights.tensors) {
+    params += t.numel();
+    bytes += t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype()));
+  }
+  fmt::print("adapter:      {} (PEFT LoRA, task {})\n", dir.string(), config.task_type);
+  fmt::print("base model:   {}\n", config.base_model_name_or_path);
+  fmt::print("r {}  alpha {}  dropout {}  rslora {}  bias {}\n", config.r, config.lora_alpha, config.lora_dropout,
+             config.use_rslora ? "yes" : "no", config.bias);
+  fmt::print("targets:      {}\n", config.all_linear ? std::string("all-linear")
+                                                     : !config.target_regex.empty() ? config.target_regex
+                                                                                    : fmt::format("{}", fmt::join(config.target_modules, ", ")));
+  fmt::print("tensors:      {}  parameters {}  ({} bytes)\n", weights.tensors.size(), params, bytes);
+  return 0;
+}
+}  // namespace
+
 int InspectCommand::run() {
+  if (std::filesystem::exists(std::filesystem::path(model) / "adapter_config.json")) return inspect_adapter(model);
   const auto loaded = models::load_model(model);
   const auto& c = loaded.model->config();
   fmt::print("model:        {} ({} format)\n", model, loaded.format);

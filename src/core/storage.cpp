@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <map>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 
@@ -13,14 +15,65 @@
 
 namespace loracpp {
 
+namespace {
+
+// Tensors come and go by the thousand per training step, many of them megabytes large, and each
+// step asks for the same sizes again. Freed large blocks are kept (up to a cap) and handed out
+// again for the same rounded size, so their pages are not faulted in afresh every step.
+class BlockCache {
+ public:
+  static constexpr std::size_t kMinCached = 1 << 20;    // smaller blocks stay with malloc
+  static constexpr std::size_t kGranule = 1 << 16;
+  static constexpr std::size_t kCap = std::size_t{2} << 30;  // cached bytes at most
+
+  static std::size_t rounded(std::size_t nbytes) {
+    const std::size_t n = std::max<std::size_t>(nbytes, 1);
+    return n >= kMinCached ? (n + kGranule - 1) / kGranule * kGranule : (n + 63) / 64 * 64;
+  }
+  void* take(std::size_t size) {
+    if (size < kMinCached) return nullptr;
+    std::lock_guard lock(mutex_);
+    auto it = blocks_.find(size);
+    if (it == blocks_.end()) return nullptr;
+    void* block = it->second;
+    blocks_.erase(it);
+    cached_ -= size;
+    return block;
+  }
+  void give(void* block, std::size_t size) {
+    if (size >= kMinCached) {
+      std::lock_guard lock(mutex_);
+      if (cached_ + size <= kCap) {
+        blocks_.emplace(size, block);
+        cached_ += size;
+        return;
+      }
+    }
+    std::free(block);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::multimap<std::size_t, void*> blocks_;
+  std::size_t cached_ = 0;
+};
+
+BlockCache& block_cache() {
+  static auto* cache = new BlockCache();  // never destroyed: storages may outlive static destruction
+  return *cache;
+}
+
+}  // namespace
+
 std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bool zero_fill) {
   check(device == Device::cpu, "storage", "cannot allocate on {}: this build has no {} backend",
         device_name(device), device_name(device));
   std::shared_ptr<Storage> storage(new Storage());
-  const std::size_t rounded = (std::max<std::size_t>(nbytes, 1) + 63) / 64 * 64;
-  void* data = std::aligned_alloc(64, rounded);
+  const std::size_t size = BlockCache::rounded(nbytes);
+  void* data = block_cache().take(size);
+  if (!data) data = std::aligned_alloc(64, size);
   if (!data) fail("storage", "out of memory allocating {} bytes", nbytes);
-  if (zero_fill) std::memset(data, 0, rounded);
+  if (zero_fill) std::memset(data, 0, size);
   storage->data_ = static_cast<std::byte*>(data);
   storage->nbytes_ = nbytes;
   return storage;
@@ -59,7 +112,7 @@ Storage::~Storage() {
   if (mapped_) {
     if (data_) ::munmap(data_, nbytes_);
   } else {
-    std::free(data_);
+    block_cache().give(data_, BlockCache::rounded(nbytes_));
   }
 }
 

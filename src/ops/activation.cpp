@@ -11,11 +11,11 @@ namespace {
 Tensor unary(OpId id, UnaryOp op, const Tensor& x) {
   require_floating(op_name(id), x, "input");
   const Tensor xf = as_f32(x);
-  Tensor y = zeros_f32(x.shape(), x.device());
+  Tensor y = empty_f32(x.shape(), x.device());
   LORACPP_KERNEL(x.device(), unary_forward)(op, f32(xf), f32(y), x.numel());
   return record(id, cast_raw(y, x.dtype()), {x}, [op, xf](const Node& node, const Tensor& g) {
     const Tensor gf = as_f32(g);
-    Tensor dx = zeros_f32(xf.shape(), g.device());
+    Tensor dx = empty_f32(xf.shape(), g.device());
     LORACPP_KERNEL(g.device(), unary_backward)(op, f32(xf), f32(gf), f32(dx), xf.numel());
     return std::vector<Tensor>{cast_raw(dx, node.inputs[0].dtype())};
   });
@@ -42,12 +42,12 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   check(gate.shape() == up.shape(), "swiglu", "gate {} and up {} must have one shape", shape_str(gate.shape()),
         shape_str(up.shape()));
   const Tensor gf = as_f32(gate), uf = as_f32(up);
-  Tensor y = zeros_f32(gate.shape(), gate.device());
+  Tensor y = empty_f32(gate.shape(), gate.device());
   LORACPP_KERNEL(gate.device(), swiglu_forward)(f32(gf), f32(uf), f32(y), gate.numel());
   return record(OpId::swiglu, cast_raw(y, gate.dtype()), {gate, up}, [gf, uf](const Node& node, const Tensor& g) {
     const Tensor dy = as_f32(g);
-    Tensor dgate = node.needs_grad(0) ? zeros_f32(gf.shape(), g.device()) : Tensor();
-    Tensor dup = node.needs_grad(1) ? zeros_f32(uf.shape(), g.device()) : Tensor();
+    Tensor dgate = node.needs_grad(0) ? empty_f32(gf.shape(), g.device()) : Tensor();
+    Tensor dup = node.needs_grad(1) ? empty_f32(uf.shape(), g.device()) : Tensor();
     LORACPP_KERNEL(g.device(), swiglu_backward)(f32(gf), f32(uf), f32(dy), dgate.defined() ? f32(dgate) : nullptr,
                                                 dup.defined() ? f32(dup) : nullptr, gf.numel());
     return std::vector<Tensor>{dgate.defined() ? cast_raw(dgate, node.inputs[0].dtype()) : Tensor(),
@@ -60,7 +60,7 @@ Tensor dropout(const Tensor& x, float p, std::uint64_t seed, bool training) {
   require_floating("dropout", x, "input");
   check(p >= 0.0f && p < 1.0f, "dropout", "probability must be in [0, 1), got {}", p);
   if (!training || p == 0.0f) return x;
-  Tensor mask = zeros_f32(x.shape(), x.device());
+  Tensor mask = empty_f32(x.shape(), x.device());
   LORACPP_KERNEL(x.device(), dropout_mask)(f32(mask), x.numel(), p, seed);
   return mul(x, cast_raw(mask, x.dtype()));
 }

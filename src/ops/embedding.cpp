@@ -16,7 +16,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const Tensor wf = as_f32(weight);
   Shape shape = ids.shape();
   shape.push_back(dim);
-  Tensor out = zeros_f32(shape, weight.device());
+  Tensor out = empty_f32(shape, weight.device());
   LORACPP_KERNEL(weight.device(), embedding_forward)(f32(wf), index.data<std::int64_t>(), f32(out), index.numel(),
                                                      dim);
   // Only the table can have a gradient; ids are integers.

@@ -32,7 +32,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   LORACPP_KERNEL(logits.device(), scale)(f32(total), inv_count, f32(loss), 1);
   return record(OpId::cross_entropy, cast_raw(loss, logits.dtype()), {logits},
                 [lf, ids, lse, inv_count, rows, vocab, ignore_index](const Node& node, const Tensor& g) {
-                  Tensor dl = zeros_f32(lf.shape(), lf.device());
+                  Tensor dl = empty_f32(lf.shape(), lf.device());
                   LORACPP_KERNEL(lf.device(), cross_entropy_backward)(f32(lf), ids.data<std::int64_t>(), f32(lse),
                                                                       g.item() * inv_count, f32(dl), rows, vocab,
                                                                       ignore_index);

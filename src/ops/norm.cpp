@@ -26,13 +26,13 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps) {
   check_param("rms_norm", x, weight, "weight");
   const std::int64_t dim = x.size(-1), rows = x.numel() / std::max<std::int64_t>(dim, 1);
   const Tensor xf = as_f32(x), wf = as_f32(weight);
-  Tensor y = zeros_f32(x.shape(), x.device());
+  Tensor y = empty_f32(x.shape(), x.device());
   Tensor rstd = zeros_f32({rows}, x.device());
   LORACPP_KERNEL(x.device(), rms_norm_forward)(f32(xf), f32(wf), f32(y), f32(rstd), rows, dim, eps);
   return record(OpId::rms_norm, cast_raw(y, x.dtype()), {x, weight},
                 [xf, wf, rstd, rows, dim](const Node& node, const Tensor& g) {
                   const Tensor gf = as_f32(g);
-                  Tensor dx = node.needs_grad(0) ? zeros_f32(xf.shape(), g.device()) : Tensor();
+                  Tensor dx = node.needs_grad(0) ? empty_f32(xf.shape(), g.device()) : Tensor();
                   Tensor dw = node.needs_grad(1) ? zeros_f32({dim}, g.device()) : Tensor();
                   LORACPP_KERNEL(g.device(), rms_norm_backward)(f32(xf), f32(wf), f32(rstd), f32(gf),
                                                                 dx.defined() ? f32(dx) : nullptr,

@@ -47,7 +47,7 @@ Tensor sum_raw(const Tensor& x, const Reduction& r) {
     strides.push_back(x.strides()[static_cast<std::size_t>(k)]);
   }
   const Tensor moved = as_f32(x.as_strided(shape, strides, x.byte_offset()));
-  Tensor out = zeros_f32(r.out_shape, x.device());
+  Tensor out = empty_f32(r.out_shape, x.device());
   const std::int64_t rows = shape_numel(r.out_shape);
   LORACPP_KERNEL(x.device(), sum_rows)(f32(moved), f32(out), rows, r.count);
   return cast_raw(out, x.dtype());
@@ -61,7 +61,7 @@ Tensor reduce(OpId id, const Tensor& x, const std::vector<std::int64_t>& dims, b
   const float factor = average ? 1.0f / static_cast<float>(std::max<std::int64_t>(r.count, 1)) : 1.0f;
   if (average) {
     Tensor of = as_f32(out);
-    Tensor scaled = zeros_f32(of.shape(), of.device());
+    Tensor scaled = empty_f32(of.shape(), of.device());
     LORACPP_KERNEL(x.device(), scale)(f32(of), factor, f32(scaled), of.numel());
     out = cast_raw(scaled, x.dtype());
   }

@@ -19,7 +19,7 @@ std::vector<float> rope_inv_freq(std::int64_t head_dim, float theta) {
 namespace {
 Tensor rope_raw(const Tensor& x, const Tensor& inv_freq, std::int64_t offset, RopeLayout layout, bool inverse) {
   const Tensor xf = as_f32(x);
-  Tensor y = zeros_f32(x.shape(), x.device());
+  Tensor y = empty_f32(x.shape(), x.device());
   const std::int64_t head_dim = x.size(-1), seq = x.size(-2), outer = x.numel() / std::max<std::int64_t>(seq * head_dim, 1);
   LORACPP_KERNEL(x.device(), rope)(f32(xf), f32(y), outer, seq, head_dim, f32(inv_freq), offset, layout, inverse);
   return y;

@@ -24,6 +24,8 @@ bool should_record(const std::vector<Tensor>& inputs) {
 
 Tensor record(ops::OpId op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward) {
   if (!should_record(inputs)) return output;
+  for (const auto& input : inputs)
+    check(!input.defined() || !input.same_as(output), ops::op_name(op), "records its input as its own output");
   auto node = std::make_shared<Node>();
   node->op = op;
   node->sequence = g_sequence++;

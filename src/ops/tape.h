@@ -14,7 +14,9 @@
 namespace loracpp::autograd {
 
 struct Node;
-// Returns one gradient per input (an undefined Tensor where node.needs_grad(i) is false).
+// Returns one gradient per input (an undefined Tensor where node.needs_grad(i) is false). A backward
+// function must not hold the op's output tensor (that would be a reference cycle through the
+// node); it may hold another tensor viewing the same storage.
 using BackwardFn = std::function<std::vector<Tensor>(const Node& node, const Tensor& grad_output)>;
 
 struct Node {

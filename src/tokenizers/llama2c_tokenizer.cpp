@@ -41,13 +41,13 @@ Llama2cTokenizer Llama2cTokenizer::load(const std::filesystem::path& path, std::
     t.pieces_.push_back(std::move(piece));
     t.scores_.push_back(score);
   }
-  check(t.pieces_.size() > 258, kPlace, "a vocabulary of {} tokens has no room for the 256 byte tokens ({})",
+  check(t.pieces_.size() >= 259, kPlace, "a vocabulary of {} tokens has no room for the 256 byte tokens ({})",
         t.pieces_.size(), file);
   return t;
 }
 
 Llama2cTokenizer Llama2cTokenizer::from_pieces(std::vector<std::string> pieces, std::vector<float> scores) {
-  check(pieces.size() == scores.size() && pieces.size() > 258, kPlace,
+  check(pieces.size() == scores.size() && pieces.size() >= 259, kPlace,
         "a vocabulary needs one score per piece and room for 256 byte tokens, got {} pieces and {} scores",
         pieces.size(), scores.size());
   Llama2cTokenizer t;
@@ -55,6 +55,12 @@ Llama2cTokenizer Llama2cTokenizer::from_pieces(std::vector<std::string> pieces, 
   t.pieces_ = std::move(pieces);
   t.scores_ = std::move(scores);
   return t;
+}
+
+Llama2cTokenizer Llama2cTokenizer::bytes() {
+  std::vector<std::string> pieces{"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) pieces.push_back(fmt::format("<0x{:02X}>", b));
+  return from_pieces(pieces, std::vector<float>(pieces.size(), 0.0f));
 }
 
 void Llama2cTokenizer::save(const std::filesystem::path& path) const {
@@ -127,10 +133,11 @@ std::string Llama2cTokenizer::decode_piece(std::int64_t previous, std::int64_t t
   // Raw bytes appear as <0xXX>.
   unsigned int byte = 0;
   if (text.size() == 6 && std::sscanf(text.c_str(), "<0x%02X>", &byte) == 1) text = std::string(1, static_cast<char>(byte));
-  // Like run.c, drop a lone byte that is neither printable nor white space.
+  // Like run.c, drop a lone control byte that is not white space; bytes of 0x80 and up are kept,
+  // as parts of UTF-8 characters spelled out byte by byte.
   if (text.size() == 1) {
     const auto c = static_cast<unsigned char>(text[0]);
-    if (!(std::isprint(c) || std::isspace(c))) return {};
+    if ((c < 0x20 || c == 0x7F) && !std::isspace(c)) return {};
   }
   return text;
 }

@@ -13,6 +13,8 @@ namespace loracpp::tokenizers {
 class Llama2cTokenizer : public Tokenizer {
  public:
   static Llama2cTokenizer load(const std::filesystem::path& path, std::int64_t vocab_size);
+  // 259 tokens: <unk>, <s>, </s> and the 256 bytes; text is spelled byte by byte.
+  static Llama2cTokenizer bytes();
   static Llama2cTokenizer from_pieces(std::vector<std::string> pieces, std::vector<float> scores);
   // Writes tokenizer.bin atomically.
   void save(const std::filesystem::path& path) const;

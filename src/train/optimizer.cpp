@@ -61,6 +61,20 @@ void AdamW::step() {
   }
 }
 
+void AdamW::restore(std::int64_t steps, const std::vector<Tensor>& m, const std::vector<Tensor>& v) {
+  check(steps >= 0 && m.size() == m_.size() && v.size() == v_.size(), "adamw",
+        "saved state has {} and {} moments for {} parameters", m.size(), v.size(), m_.size());
+  for (std::size_t i = 0; i < m_.size(); ++i) {
+    check(m[i].shape() == m_[i].shape() && v[i].shape() == v_[i].shape() && m[i].dtype() == DType::f32 &&
+              v[i].dtype() == DType::f32,
+          "adamw", "saved moments of parameter {} must be f32 {}", i, shape_str(m_[i].shape()));
+    const auto mv = m[i].to_floats(), vv = v[i].to_floats();
+    std::copy(mv.begin(), mv.end(), m_[i].mutable_data<float>());
+    std::copy(vv.begin(), vv.end(), v_[i].mutable_data<float>());
+  }
+  steps_ = steps;
+}
+
 Sgd::Sgd(std::vector<Tensor> params, const SgdOptions& options)
     : Optimizer(std::move(params), options.lr), options_(options) {
   check_params(params_, "sgd");

@@ -40,6 +40,8 @@ class AdamW : public Optimizer {
   void step() override;
   const std::vector<Tensor>& first_moments() const { return m_; }
   const std::vector<Tensor>& second_moments() const { return v_; }
+  // Restores a saved state (for resuming): the step count and both moments, shapes checked.
+  void restore(std::int64_t steps, const std::vector<Tensor>& m, const std::vector<Tensor>& v);
 
  private:
   AdamWOptions options_;

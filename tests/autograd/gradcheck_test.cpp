@@ -241,6 +241,20 @@ TEST(GradCheckCoverage, EveryOpIsCheckedByFiniteDifferences) {
     EXPECT_TRUE(trace.saw(static_cast<OpId>(op))) << "op '" << kOpNames[op] << "' has no finite-difference case";
 }
 
+TEST(GradCheckHarness, EveryOpFreesItsGraphWithItsOutput) {
+  // A backward function that held its own output would keep the whole graph alive (a leak that
+  // grows every training step).
+  for (const auto& c : cases()) {
+    Rng rng(2);
+    auto [inputs, fn] = c.make(rng);
+    Tensor out = fn(inputs);
+    ASSERT_NE(out.grad_fn(), nullptr) << c.name;
+    std::weak_ptr<autograd::Node> node = out.grad_fn();
+    out = Tensor();
+    EXPECT_TRUE(node.expired()) << c.name << " keeps its graph alive";
+  }
+}
+
 TEST(GradCheckHarness, CatchesAWrongBackward) {
   // A deliberately wrong gradient (2x) must be reported.
   Rng rng(3);

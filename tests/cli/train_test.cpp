@@ -1,0 +1,166 @@
+// `lora train`, `eval`, `merge`, `generate --adapter` and `inspect` on the real stories260K model,
+// with small settings; bad inputs get one clear error and leave existing outputs alone.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+
+#include "io/safetensors.h"
+#include "test_util.h"
+
+namespace loracpp {
+namespace {
+
+struct Result {
+  int status;
+  std::string output;
+};
+
+Result lora(const std::string& args, bool with_stderr = true) {
+  const std::string command = std::string(LORACPP_CLI_PATH) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* pipe = ::popen(command.c_str(), "r");
+  std::string output;
+  std::array<char, 4096> buffer{};
+  while (std::fgets(buffer.data(), buffer.size(), pipe)) output += buffer.data();
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::string last_line(const std::string& text) {
+  const auto end = text.find_last_not_of('\n');
+  const auto start = text.rfind('\n', end);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+const std::string kModel = testing::shared_path("models/stories260K/stories260K.bin");
+
+class TrainCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string text;
+    const char* stories[] = {"The cat sat on the warm mat and purred all day long.",
+                             "A little bird sang a song in the tall green tree.",
+                             "Tom and Lily played with a red ball in the big park.",
+                             "The sun was hot, so the dog slept under the old tree.",
+                             "Mom made a cake, and the kids ate it with a smile.",
+                             "The boat went up and down on the blue sea all night."};
+    for (int repeat = 0; repeat < 4; ++repeat)
+      for (const char* s : stories) text += std::string(s) + "\n%\n";
+    testing::write_text(dir_ / "data.txt", text);
+  }
+  std::string common(const std::string& out) const {
+    return "train --model " + kModel + " --data " + (dir_ / "data.txt").string() + " --out " + out +
+           " --seq-len 32 --batch-size 4 --micro-batch-size 2 --steps 6 --r 4 --alpha 8 --targets q_proj,v_proj "
+           "--lr 0.005 --warmup 2 --seed 3 --validation-fraction 0.2 --dropout 0.1";
+  }
+  testing::TempDir dir_;
+};
+
+TEST_F(TrainCli, TrainsEvaluatesMergesAndGenerates) {
+  const auto out = (dir_ / "run").string();
+  const Result train = lora(common(out));
+  ASSERT_EQ(train.status, 0) << train.output;
+  const auto summary = nlohmann::json::parse(last_line(train.output));
+  EXPECT_EQ(summary["steps"], 6);
+  EXPECT_EQ(summary["trainable_parameters"], 5 * 2 * 4 * (64 + 64) - 5 * 4 * 64 + 5 * 4 * 32);  // q: 64->64, v: 64->32
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "run" / "adapter_model.safetensors"));
+  const auto metrics = testing::read_text(dir_ / "run" / "metrics.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 7);  // 6 steps + the final evaluation
+  const auto config = nlohmann::json::parse(testing::read_text(dir_ / "run" / "adapter_config.json"));
+  EXPECT_EQ(config["peft_type"], "LORA");
+  EXPECT_EQ(config["base_model_name_or_path"], kModel);
+
+  const std::string data = (dir_ / "data.txt").string();
+  const auto base = nlohmann::json::parse(last_line(lora("eval --model " + kModel + " --data " + data + " --seq-len 32", false).output));
+  const auto tuned = nlohmann::json::parse(
+      last_line(lora("eval --model " + kModel + " --adapter " + out + " --data " + data + " --seq-len 32", false).output));
+  EXPECT_LT(tuned["perplexity"].get<double>(), base["perplexity"].get<double>());
+  // Scale 0 switches the adapter off.
+  const auto off = nlohmann::json::parse(
+      last_line(lora("eval --model " + kModel + " --adapter " + out + ":0 --data " + data + " --seq-len 32", false).output));
+  EXPECT_DOUBLE_EQ(off["perplexity"].get<double>(), base["perplexity"].get<double>());
+
+  const auto merged = (dir_ / "merged").string();
+  const Result merge = lora("merge --model " + kModel + " --adapter " + out + " --out " + merged);
+  ASSERT_EQ(merge.status, 0) << merge.output;
+  EXPECT_LT(nlohmann::json::parse(last_line(merge.output))["relative_difference"].get<double>(), 1e-5);
+  const auto via_merged = nlohmann::json::parse(last_line(lora("eval --model " + merged + " --data " + data + " --seq-len 32", false).output));
+  EXPECT_NEAR(via_merged["loss"].get<double>(), tuned["loss"].get<double>(), 1e-5);
+
+  const Result with_adapter = lora("generate --model " + kModel + " --adapter " + out + " --temperature 0 -n 40", false);
+  const Result with_merged = lora("generate --model " + merged + " --temperature 0 -n 40", false);
+  EXPECT_EQ(with_adapter.status, 0);
+  EXPECT_EQ(with_adapter.output, with_merged.output);
+
+  const Result inspect = lora("inspect " + out);
+  EXPECT_EQ(inspect.status, 0);
+  EXPECT_NE(inspect.output.find("r 4  alpha 8"), std::string::npos) << inspect.output;
+  // The base files are untouched by all of this.
+  EXPECT_EQ(testing::read_text(kModel).size(), std::filesystem::file_size(kModel));
+}
+
+TEST_F(TrainCli, ResumeContinuesBitForBit) {
+  const auto straight = (dir_ / "straight").string(), split = (dir_ / "split").string();
+  ASSERT_EQ(lora(common(straight)).status, 0);
+  const Result first = lora(common(split) + " --save-every 3 --stop-at 3");
+  ASSERT_EQ(first.status, 0) << first.output;
+  ASSERT_TRUE(std::filesystem::exists(dir_ / "split" / "checkpoint-3" / "optimizer.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "split" / "adapter_model.safetensors"));
+  const Result second = lora(common(split) + " --resume " + (dir_ / "split" / "checkpoint-3").string());
+  ASSERT_EQ(second.status, 0) << second.output;
+  EXPECT_EQ(testing::read_text(dir_ / "split" / "adapter_model.safetensors"),
+            testing::read_text(dir_ / "straight" / "adapter_model.safetensors"));
+  // A checkpoint of another configuration is refused.
+  const Result other = lora(common((dir_ / "other").string()) + " --lr 0.001 --resume " + (dir_ / "split" / "checkpoint-3").string());
+  EXPECT_EQ(other.status, 1);
+  EXPECT_NE(other.output.find("was made by a run of another configuration"), std::string::npos) << other.output;
+}
+
+TEST_F(TrainCli, JsonConfigWithFlagsWinning) {
+  testing::write_text(dir_ / "run.json", R"({"steps": 2, "seq_len": 32, "batch_size": 2, "r": 2, "targets": "q_proj", "lr": 0.01})");
+  const Result r = lora("train -c " + (dir_ / "run.json").string() + " --model " + kModel + " --data " +
+                        (dir_ / "data.txt").string() + " --out " + (dir_ / "cfg").string() + " --steps 3");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(last_line(r.output))["steps"], 3);
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(dir_ / "cfg" / "adapter_config.json"))["r"], 2);
+  testing::write_text(dir_ / "bad.json", R"({"stepz": 2})");
+  const Result bad = lora("train -c " + (dir_ / "bad.json").string() + " --model " + kModel + " --data x --out y");
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("unknown key 'stepz'"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("valid keys: "), std::string::npos) << bad.output;
+}
+
+TEST_F(TrainCli, BadInputsAreClearErrors) {
+  // An empty dataset.
+  testing::write_text(dir_ / "empty.txt", "%\n%\n");
+  Result r = lora("train --model " + kModel + " --data " + (dir_ / "empty.txt").string() + " --out " + (dir_ / "e").string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("[data] " + (dir_ / "empty.txt").string() + " holds no documents"), std::string::npos) << r.output;
+  // Sequences longer than the model's context (512).
+  r = lora(common((dir_ / "long").string()) + " --seq-len 600");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("exceeds the model's context of 512"), std::string::npos) << r.output;
+  // An output folder that cannot be created.
+  r = lora(common((dir_ / "data.txt" / "sub").string()));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("[train] cannot create output folder"), std::string::npos) << r.output;
+  // An existing result is not overwritten.
+  ASSERT_EQ(lora(common((dir_ / "keep").string())).status, 0);
+  const auto before = testing::read_text(dir_ / "keep" / "adapter_model.safetensors");
+  r = lora(common((dir_ / "keep").string()) + " --r 2");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("already holds adapter_model.safetensors; pass --overwrite"), std::string::npos) << r.output;
+  EXPECT_EQ(testing::read_text(dir_ / "keep" / "adapter_model.safetensors"), before);
+  // A malformed adapter_config.json for eval.
+  testing::write_text(dir_ / "keep" / "adapter_config.json", R"({"r": -1})");
+  r = lora("eval --model " + kModel + " --adapter " + (dir_ / "keep").string() + " --data " + (dir_ / "data.txt").string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("[lora] field 'r' must be a positive integer, got -1"), std::string::npos) << r.output;
+  // An unknown flag.
+  r = lora("train --rank-size 3");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("--rank-size"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace loracpp
