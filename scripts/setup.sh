@@ -9,6 +9,7 @@ packages=(
   libopenblas-openmp-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libgtest-dev libbenchmark-dev
+  bible-kjv fortunes fortunes-min
 )
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
 missing=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null | grep -vc "install ok installed" || true)

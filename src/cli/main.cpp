@@ -38,7 +38,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);
+    // An unknown or malformed flag: also list the valid ones of the command it was given to.
+    if (code != 0) {
+      const auto parsed = app.get_subcommands();
+      std::fputs((parsed.empty() ? app.help() : parsed.back()->help()).c_str(), stderr);
+    }
+    return code;
   }
   try {
     if (threads > 0) loracpp::set_num_threads(threads);
