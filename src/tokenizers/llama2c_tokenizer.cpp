@@ -82,7 +82,15 @@ std::int64_t Llama2cTokenizer::lookup(const std::string& piece) const {
   return it == ids_.end() ? -1 : it->second;
 }
 
-std::vector<std::int64_t> Llama2cTokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {
+std::vector<std::int64_t> Llama2cTokenizer::encode(std::string_view raw, bool add_bos, bool add_eos) const {
+  // SentencePiece's remove_extra_whitespaces: no leading or trailing spaces, runs of spaces as one.
+  std::string normalized;
+  for (char c : raw) {
+    if (c == ' ' && (normalized.empty() || normalized.back() == ' ')) continue;
+    normalized.push_back(c);
+  }
+  if (!normalized.empty() && normalized.back() == ' ') normalized.pop_back();
+  const std::string_view text = normalized;
   std::vector<std::int64_t> tokens;
   if (add_bos) tokens.push_back(bos_id());
   // SentencePiece's add_dummy_prefix: a leading space, when there is any text.

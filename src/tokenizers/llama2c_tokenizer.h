@@ -2,7 +2,9 @@
 // llama2.c's tokenizer.bin: int32 max_token_length, then per token an f32 merge score, an int32
 // length and the bytes. Encoding is SentencePiece-style BPE: start from UTF-8 characters (bytes
 // <0xXX> as fallback, ids 3..258), then repeatedly merge the adjacent pair whose merged piece has
-// the highest score. BOS = 1, EOS = 2.
+// the highest score. BOS = 1, EOS = 2. Text is first normalised as SentencePiece does by default
+// (remove_extra_whitespaces), so ids agree with the .model file the vocabulary came from; llama2.c's
+// run.c skips that step, which differs only for text with leading, trailing or repeated spaces.
 #include <filesystem>
 #include <unordered_map>
 

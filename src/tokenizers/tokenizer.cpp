@@ -4,7 +4,11 @@ namespace loracpp::tokenizers {
 
 std::string Tokenizer::decode(const std::vector<std::int64_t>& ids) const {
   std::string text;
-  for (std::size_t i = 0; i < ids.size(); ++i) text += decode_piece(i ? ids[i - 1] : bos_id(), ids[i]);
+  std::int64_t previous = bos_id();
+  for (const auto id : ids) {
+    if (id != bos_id() && id != eos_id()) text += decode_piece(previous, id);  // BOS and EOS are not text
+    previous = id;
+  }
   return text;
 }
 

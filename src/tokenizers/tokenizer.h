@@ -16,6 +16,7 @@ class Tokenizer {
   virtual std::int64_t vocab_size() const = 0;
   virtual std::int64_t bos_id() const = 0;
   virtual std::int64_t eos_id() const = 0;
+  // The text of ids, BOS and EOS left out.
   std::string decode(const std::vector<std::int64_t>& ids) const;
 };
 
