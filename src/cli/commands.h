@@ -72,6 +72,13 @@ struct InitCommand : Command {
   int run() override;
 };
 
+struct TokenizeCommand : Command {
+  std::string model, text, file;
+  bool decode = false;
+  void add_to(CLI::App& parent) override;
+  int run() override;
+};
+
 struct InspectCommand : Command {
   std::string model;
   void add_to(CLI::App& parent) override;

@@ -6,6 +6,7 @@
 #include "io/llama2c.h"
 #include "models/gguf_names.h"
 #include "io/safetensors.h"
+#include "tokenizers/byte_level_bpe.h"
 #include "tokenizers/llama2c_tokenizer.h"
 
 namespace loracpp::models {
@@ -55,6 +56,8 @@ LoadedModel load_hf_folder(const std::filesystem::path& folder, const LoadOption
   loaded.format = "hf";
   loaded.model = std::make_unique<LlamaModel>(config, to_map(std::move(weights.tensors), folder.string()), folder.string());
   loaded.tokenizer = find_llama2c_tokenizer(folder, options, config.vocab_size);
+  if (!loaded.tokenizer && options.tokenizer.empty() && std::filesystem::exists(folder / "tokenizer.json"))
+    loaded.tokenizer = tokenizers::load_tokenizer_json(folder);
   return loaded;
 }
 

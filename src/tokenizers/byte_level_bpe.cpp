@@ -3,6 +3,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
+
 #include <algorithm>
 #include <fstream>
 #include <limits>
@@ -111,6 +114,25 @@ std::unique_ptr<ByteLevelBpe> ByteLevelBpe::from_json(const nlohmann::json& j, c
   for (const auto& [token, id] : t->vocab_) t->pieces_[static_cast<std::size_t>(id)] = token;
   for (const auto& [content, id] : t->added_) t->special_[static_cast<std::size_t>(id)] = true;
 
+  // Normalizer: none, or Unicode normal forms (alone or in a Sequence).
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    std::vector<nlohmann::json> forms;
+    const auto& n = j["normalizer"];
+    if (n.value("type", std::string()) == "Sequence") {
+      for (const auto& f : n["normalizers"]) forms.push_back(f);
+    } else {
+      forms.push_back(n);
+    }
+    for (const auto& f : forms) {
+      const std::string type = f.value("type", std::string());
+      if (type == "NFC") t->normalizers_.push_back(Normalization::nfc);
+      else if (type == "NFKC") t->normalizers_.push_back(Normalization::nfkc);
+      else if (type == "NFD") t->normalizers_.push_back(Normalization::nfd);
+      else if (type == "NFKD") t->normalizers_.push_back(Normalization::nfkd);
+      else fail(kPlace, "normalizer '{}' is not supported yet; expected NFC, NFKC, NFD or NFKD ({})", type, file);
+    }
+  }
+
   // Pre-tokenizer: ByteLevel (GPT-2's regex), or a Split regex followed by ByteLevel without one.
   std::string pattern = kGpt2Pattern;
   const nlohmann::json pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : nlohmann::json();
@@ -201,7 +223,42 @@ void ByteLevelBpe::encode_piece(std::string_view bytes, std::vector<std::int64_t
   out.insert(out.end(), ids.begin(), ids.end());
 }
 
-std::vector<std::int64_t> ByteLevelBpe::encode(std::string_view text, bool add_bos, bool add_eos) const {
+std::string ByteLevelBpe::normalize(std::string_view text) const {
+  std::string current(text);
+  for (const auto form : normalizers_) {
+    UErrorCode status = U_ZERO_ERROR;
+    const UNormalizer2* normalizer = form == Normalization::nfc    ? unorm2_getNFCInstance(&status)
+                                     : form == Normalization::nfkc ? unorm2_getNFKCInstance(&status)
+                                     : form == Normalization::nfd  ? unorm2_getNFDInstance(&status)
+                                                                   : unorm2_getNFKDInstance(&status);
+    check(U_SUCCESS(status), kPlace, "ICU normaliser unavailable: {}", u_errorName(status));
+    // UTF-8 -> UTF-16; text that is not valid UTF-8 is left as it is (byte-level BPE takes any bytes).
+    std::int32_t length16 = 0;
+    u_strFromUTF8(nullptr, 0, &length16, current.data(), static_cast<std::int32_t>(current.size()), &status);
+    if (status != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(status)) return current;
+    status = U_ZERO_ERROR;
+    std::vector<UChar> utf16(static_cast<std::size_t>(length16) + 1);
+    u_strFromUTF8(utf16.data(), length16 + 1, nullptr, current.data(), static_cast<std::int32_t>(current.size()), &status);
+    if (U_FAILURE(status)) return current;
+    std::vector<UChar> normalized(static_cast<std::size_t>(length16) * 4 + 16);
+    const std::int32_t n = unorm2_normalize(normalizer, utf16.data(), length16, normalized.data(),
+                                            static_cast<std::int32_t>(normalized.size()), &status);
+    check(U_SUCCESS(status), kPlace, "normalisation failed: {}", u_errorName(status));
+    std::int32_t length8 = 0;
+    u_strToUTF8(nullptr, 0, &length8, normalized.data(), n, &status);
+    status = U_ZERO_ERROR;
+    std::string out(static_cast<std::size_t>(length8), '\0');
+    u_strToUTF8(out.data(), length8, nullptr, normalized.data(), n, &status);
+    check(U_SUCCESS(status) || status == U_STRING_NOT_TERMINATED_WARNING, kPlace, "normalisation failed: {}",
+          u_errorName(status));
+    current = std::move(out);
+  }
+  return current;
+}
+
+std::vector<std::int64_t> ByteLevelBpe::encode(std::string_view original, bool add_bos, bool add_eos) const {
+  const std::string normalized = normalizers_.empty() ? std::string() : normalize(original);
+  std::string_view text = normalizers_.empty() ? original : std::string_view(normalized);
   std::vector<std::int64_t> out;
   if (add_bos && bos_ >= 0) out.push_back(bos_);
   std::string prefixed;

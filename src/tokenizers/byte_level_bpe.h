@@ -2,6 +2,7 @@
 // Byte-level BPE as HuggingFace tokenizer.json describes it (GPT-2, Llama 3, Qwen2, SmolLM): text
 // is split around added tokens, pre-tokenised by a regex with Unicode categories (PCRE2), each
 // piece's bytes are spelled with GPT-2's printable byte alphabet, and merges are applied by rank.
+// Unicode normalisers (NFC, NFKC, NFD, NFKD) run through ICU.
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -36,6 +37,9 @@ class ByteLevelBpe : public Tokenizer {
   std::vector<bool> special_;
   struct Regex;
   std::unique_ptr<Regex> regex_;
+  enum class Normalization { none, nfc, nfkc, nfd, nfkd };
+  std::vector<Normalization> normalizers_;
+  std::string normalize(std::string_view text) const;
   bool ignore_merges_ = false;
   bool add_prefix_space_ = false;
   std::int64_t bos_ = -1, eos_ = -1;

@@ -97,3 +97,21 @@ TEST(CliModels, MissingModelIsOneClearError) {
 
 }  // namespace
 }  // namespace loracpp
+
+namespace loracpp {
+namespace {
+
+TEST(CliTokenize, EncodesAndDecodes) {
+  const std::string model = testing::shared_path("models/stories260K/stories260K.bin");
+  CliRun r = run_cli("tokenize -m " + model + " -t 'Once upon a time' 2>/dev/null");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "[403,407,261,378]\n");
+  r = run_cli("tokenize -m " + model + " --decode -t '[403,407,261,378]' 2>/dev/null");
+  EXPECT_EQ(r.output, "Once upon a time\n");
+  r = run_cli("tokenize -m " + model + " --decode -t 'not json'");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("[tokenize] --decode expects a JSON array of token ids"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace loracpp
