@@ -1,4 +1,5 @@
 #include "cli/config_file.h"
+#include "io/json_file.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,14 +13,7 @@ std::string as_text(const nlohmann::json& v) { return v.is_string() ? v.get<std:
 }  // namespace
 
 void apply_json_config(CLI::App& command, const std::string& path) {
-  nlohmann::json json;
-  try {
-    std::ifstream in(path);
-    check(in.good(), "config", "cannot read {}", path);
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("config", "{} is not valid JSON: {}", path, e.what());
-  }
+  const nlohmann::json json = io::read_json_file(path, "config");
   check(json.is_object(), "config", "{} must hold a JSON object of option values", path);
   std::vector<std::string> valid;
   for (const CLI::Option* option : command.get_options()) {

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "cli/commands.h"
+#include "io/json_file.h"
 #include "core/random.h"
 #include "models/convert.h"
 #include "tokenizers/llama2c_tokenizer.h"
@@ -20,15 +21,7 @@ void InitCommand::add_to(CLI::App& parent) {
 }
 
 int InitCommand::run() {
-  nlohmann::json json;
-  try {
-    std::ifstream in(config);
-    check(in.good(), "init", "cannot read {}", config);
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("init", "{} is not valid JSON: {}", config, e.what());
-  }
-  auto c = models::LlamaConfig::from_hf_json(json, config);
+  auto c = models::LlamaConfig::from_hf_json(io::read_json_file(config, "init"), config);
   const auto tok = tokenizer == "bytes" ? tokenizers::Llama2cTokenizer::bytes()
                                         : tokenizers::Llama2cTokenizer::load(tokenizer, c.vocab_size);
   check(tok.vocab_size() == c.vocab_size, "init", "vocab_size {} in {} differs from the tokenizer's {} tokens",

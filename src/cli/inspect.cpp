@@ -5,6 +5,7 @@
 #include <map>
 
 #include "cli/commands.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "lora/lora_config.h"
 #include "models/registry.h"
@@ -19,14 +20,7 @@ void InspectCommand::add_to(CLI::App& parent) {
 namespace {
 int inspect_adapter(const std::filesystem::path& dir) {
   const auto config_path = dir / "adapter_config.json";
-  nlohmann::json json;
-  try {
-    std::ifstream in(config_path);
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("inspect", "{} is not valid JSON: {}", config_path.string(), e.what());
-  }
-  const auto config = lora::LoraConfig::from_json(json, config_path.string());
+  const auto config = lora::LoraConfig::from_json(io::read_json_file(config_path, "inspect"), config_path.string());
   const auto weights = io::read_safetensors(dir / "adapter_model.safetensors");
   std::int64_t params = 0, bytes = 0;
   for (const auto& [name, t] : weights.tensors) {

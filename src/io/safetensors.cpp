@@ -1,4 +1,5 @@
 #include "io/safetensors.h"
+#include "io/json_file.h"
 
 #include <algorithm>
 #include <cstring>
@@ -107,13 +108,7 @@ TensorFile read_safetensors_folder(const std::filesystem::path& folder) {
   const auto index_path = folder / "model.safetensors.index.json";
   check(std::filesystem::exists(index_path), kPlace, "{} has neither model.safetensors nor model.safetensors.index.json",
         folder.string());
-  nlohmann::json index;
-  try {
-    std::ifstream in(index_path);
-    index = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(kPlace, "{} is not valid JSON: {}", index_path.string(), e.what());
-  }
+  const nlohmann::json index = io::read_json_file(index_path, kPlace);
   check(index.contains("weight_map") && index["weight_map"].is_object(), kPlace,
         "field 'weight_map' (an object of tensor name -> shard file) is missing ({})", index_path.string());
   std::map<std::string, std::string> expected;

@@ -1,4 +1,5 @@
 #include "lora/adapter.h"
+#include "io/json_file.h"
 
 #include <cmath>
 #include <fstream>
@@ -194,14 +195,7 @@ LoraConfig load_peft_adapter(models::LlamaModel& model, const std::string& name,
   const auto weights_path = folder / "adapter_model.safetensors";
   check(std::filesystem::exists(config_path), kPlace, "{} is missing", config_path.string());
   check(std::filesystem::exists(weights_path), kPlace, "{} is missing", weights_path.string());
-  nlohmann::json json;
-  try {
-    std::ifstream in(config_path);
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(kPlace, "{} is not valid JSON: {}", config_path.string(), e.what());
-  }
-  const LoraConfig config = LoraConfig::from_json(json, config_path.string());
+  const LoraConfig config = LoraConfig::from_json(io::read_json_file(config_path, kPlace), config_path.string());
   for (const auto& existing : adapter_names(model))
     check(existing != name, kPlace, "the model already has an adapter named '{}'", name);
   const auto file = io::read_safetensors(weights_path);

@@ -1,4 +1,5 @@
 #include "models/registry.h"
+#include "io/json_file.h"
 
 #include <fstream>
 
@@ -37,13 +38,7 @@ std::unique_ptr<tokenizers::Tokenizer> find_llama2c_tokenizer(const std::filesys
 LoadedModel load_hf_folder(const std::filesystem::path& folder, const LoadOptions& options) {
   const auto config_path = folder / "config.json";
   check(std::filesystem::exists(config_path), "model", "{} has no config.json", folder.string());
-  nlohmann::json json;
-  try {
-    std::ifstream in(config_path);
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("config", "{} is not valid JSON: {}", config_path.string(), e.what());
-  }
+  const nlohmann::json json = io::read_json_file(config_path, "config");
   const std::string architecture = json.contains("architectures") && json["architectures"].is_array() &&
                                            !json["architectures"].empty() && json["architectures"][0].is_string()
                                        ? json["architectures"][0].get<std::string>()

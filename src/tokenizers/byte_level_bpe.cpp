@@ -1,4 +1,5 @@
 #include "tokenizers/byte_level_bpe.h"
+#include "io/json_file.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -331,13 +332,8 @@ std::string ByteLevelBpe::decode_piece(std::int64_t /*previous*/, std::int64_t t
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& folder) {
   const auto path = folder / "tokenizer.json";
-  nlohmann::json json, config;
-  try {
-    std::ifstream in(path);
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(kPlace, "{} is not valid JSON: {}", path.string(), e.what());
-  }
+  const nlohmann::json json = io::read_json_file(path, kPlace);
+  nlohmann::json config;
   std::int64_t bos = -1, eos = -1;
   const auto config_path = folder / "tokenizer_config.json";
   auto id_of = [&](const nlohmann::json& token) -> std::int64_t {
@@ -349,12 +345,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& fold
     return -1;
   };
   if (std::filesystem::exists(config_path)) {
-    try {
-      std::ifstream in(config_path);
-      config = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      fail(kPlace, "{} is not valid JSON: {}", config_path.string(), e.what());
-    }
+    config = io::read_json_file(config_path, kPlace);
     if (config.contains("bos_token")) bos = id_of(config["bos_token"]);
     if (config.contains("eos_token")) eos = id_of(config["eos_token"]);
   }

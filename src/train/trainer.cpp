@@ -1,4 +1,5 @@
 #include "train/trainer.h"
+#include "io/json_file.h"
 
 #include <chrono>
 #include <cmath>
@@ -176,13 +177,7 @@ void Trainer::resume(const std::filesystem::path& checkpoint) {
   const auto state_path = checkpoint / "trainer_state.json";
   check(std::filesystem::exists(state_path), kPlace, "{} is not a checkpoint: trainer_state.json is missing",
         checkpoint.string());
-  nlohmann::json state;
-  try {
-    std::ifstream in(state_path);
-    state = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(kPlace, "{} is not valid JSON: {}", state_path.string(), e.what());
-  }
+  const nlohmann::json state = io::read_json_file(state_path, kPlace);
   check(state.value("fingerprint", std::string()) == fingerprint_, kPlace,
         "checkpoint {} was made by a run of another configuration; its settings: {}", checkpoint.string(),
         state.value("fingerprint", std::string("?")));
