@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "cli/data_args.h"
+
 namespace loracpp::cli {
 
 struct Command {
@@ -43,6 +45,7 @@ struct TrainCommand : Command {
   std::vector<std::string> modules_to_save;
   float alpha = 16, dropout = 0, lr = 1e-3f, weight_decay = 0, max_grad_norm = 1, min_lr_ratio = 0;
   std::uint64_t seed = 0;
+  DataArgs data_args;
   void add_to(CLI::App& parent) override;
   int run() override;
 };
@@ -53,6 +56,7 @@ struct EvalCommand : Command {
   std::int64_t seq_len = 256, batch_size = 8;
   double validation_fraction = 0;
   std::uint64_t seed = 0;
+  DataArgs data_args;
   void add_to(CLI::App& parent) override;
   int run() override;
 };
@@ -68,6 +72,15 @@ struct MergeCommand : Command {
 struct InitCommand : Command {
   std::string config, out, tokenizer = "bytes";
   std::uint64_t seed = 0;
+  void add_to(CLI::App& parent) override;
+  int run() override;
+};
+
+struct DataCommand : Command {
+  std::string path, model, validation_data;
+  std::int64_t seq_len = 256, preview = 3;
+  bool json = false;
+  DataArgs data_args;
   void add_to(CLI::App& parent) override;
   int run() override;
 };

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   commands.push_back(std::make_unique<loracpp::cli::MergeCommand>());
   commands.push_back(std::make_unique<loracpp::cli::InitCommand>());
   commands.push_back(std::make_unique<loracpp::cli::TokenizeCommand>());
+  commands.push_back(std::make_unique<loracpp::cli::DataCommand>());
   commands.push_back(std::make_unique<loracpp::cli::DemoCommand>());
   for (auto& command : commands) command->add_to(app);
 

@@ -5,23 +5,9 @@
 #include <sstream>
 
 #include "cli/commands.h"
-#include "models/registry.h"
-#include "tokenizers/byte_level_bpe.h"
-#include "tokenizers/llama2c_tokenizer.h"
 
 namespace loracpp::cli {
 
-namespace {
-std::unique_ptr<tokenizers::Tokenizer> open_tokenizer(const std::filesystem::path& path) {
-  if (path.filename() == "tokenizer.json") return tokenizers::load_tokenizer_json(path.parent_path());
-  if (std::filesystem::is_directory(path) && !std::filesystem::exists(path / "config.json") &&
-      std::filesystem::exists(path / "tokenizer.json"))
-    return tokenizers::load_tokenizer_json(path);
-  auto loaded = models::load_model(path);
-  check(loaded.tokenizer != nullptr, "tokenize", "no tokenizer found for {}", path.string());
-  return std::move(loaded.tokenizer);
-}
-}  // namespace
 
 void TokenizeCommand::add_to(CLI::App& parent) {
   app = parent.add_subcommand("tokenize", "Text to token ids (JSON array), or back with --decode");

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
+#include "cli/data_args.h"
 #include "io/atomic_file.h"
 #include "lora/adapter.h"
 #include "models/convert.h"
@@ -61,7 +62,8 @@ void TrainCommand::add_to(CLI::App& parent) {
   app = parent.add_subcommand("train", "Train a LoRA adapter (or, with --full, every weight) on text");
   app->add_option("--model,-m", model, "Base model: HuggingFace folder, .gguf or llama2.c .bin");
   app->add_option("--tokenizer", tokenizer, "Tokenizer file (default: found next to the model)");
-  app->add_option("--data,-d", data, "Training text: .txt (documents split by % lines or blank lines) or .jsonl with 'text'");
+  app->add_option("--data,-d", data, "Training data: .txt (documents split by % lines or blank lines), .jsonl (text, "
+                                     "prompt/completion, messages, instruction/input/output, text/label), .csv, .tsv");
   app->add_option("--validation-data", validation_data, "Validation text (default: a held-out fraction of --data)");
   app->add_option("--validation-fraction", validation_fraction, "Fraction of documents held out")->check(CLI::Range(0.0, 0.9));
   app->add_option("--out,-o", out, "Output folder: the adapter (PEFT format), metrics.jsonl, checkpoints");
@@ -97,6 +99,7 @@ void TrainCommand::add_to(CLI::App& parent) {
   app->add_option("--save-every", save_every, "Checkpoint every N steps");
   app->add_option("--stop-at", stop_at, "Stop at this step with a checkpoint, to resume later");
   app->add_option("--seed", seed, "Seed for initialisation, data order and dropout");
+  data_args.add_to(*app);
 }
 
 int TrainCommand::run() {
@@ -148,19 +151,9 @@ int TrainCommand::run() {
   for (const auto& [name, w] : m.weights()) frozen += w.numel();
   if (!full) fmt::print(stderr, "adapter: {} trainable parameters on a frozen base of {}\n", trainable, frozen);
 
-  auto documents = data::read_documents(data);
-  std::vector<std::string> validation;
-  if (!validation_data.empty()) {
-    validation = data::read_documents(validation_data);
-  } else if (validation_fraction > 0) {
-    std::tie(documents, validation) = data::split_documents(std::move(documents), validation_fraction, seed);
-  }
-  const data::TokenDataset train_set(documents, *loaded.tokenizer, seq_len, data);
-  std::optional<data::TokenDataset> validation_set;
-  if (!validation.empty()) validation_set.emplace(validation, *loaded.tokenizer, seq_len, "validation data");
-  fmt::print(stderr, "data: {} documents, {} tokens, {} sequences of {}; validation: {} documents\n", documents.size(),
-             train_set.tokens(), train_set.sequences(), seq_len, validation.size());
-
+  const auto prepared = prepare_data(data_args, data, validation_data, validation_fraction, seed, *loaded.tokenizer,
+                                     model, seq_len);
+  print_data_summary(prepared, seq_len);
   train::TrainOptions options;
   options.steps = steps;
   options.batch_size = batch_size;
@@ -183,8 +176,9 @@ int TrainCommand::run() {
       {"lora", full ? nlohmann::ordered_json() : config.to_json()}, {"steps", steps}, {"batch_size", batch_size},
       {"micro_batch_size", micro_batch_size}, {"lr", lr}, {"weight_decay", weight_decay},
       {"max_grad_norm", max_grad_norm}, {"schedule", schedule}, {"warmup", warmup}, {"min_lr_ratio", min_lr_ratio},
-      {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"early_stopping", early_stopping}, {"seed", seed}};
-  train::Trainer trainer(m, params, train_set, validation_set ? &*validation_set : nullptr, options,
+      {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"early_stopping", early_stopping}, {"seed", seed},
+      {"data_options", data_args.to_json()}};
+  train::Trainer trainer(m, params, prepared.train, prepared.validation ? &*prepared.validation : nullptr, options,
                          fingerprint.dump(), out);
   if (!resume.empty()) {
     trainer.resume(resume);

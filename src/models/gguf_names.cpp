@@ -160,7 +160,11 @@ std::unique_ptr<tokenizers::Llama2cTokenizer> tokenizer_from_gguf(const io::Gguf
     pieces.push_back(std::move(piece));
     values.push_back(scores[i].get<float>());
   }
-  return std::make_unique<tokenizers::Llama2cTokenizer>(tokenizers::Llama2cTokenizer::from_pieces(pieces, values));
+  auto tokenizer =
+      std::make_unique<tokenizers::Llama2cTokenizer>(tokenizers::Llama2cTokenizer::from_pieces(pieces, values));
+  if (const auto* jinja = g.find("tokenizer.chat_template"); jinja && jinja->value.is_string())
+    tokenizer->set_chat_template(jinja->value.get<std::string>());
+  return tokenizer;
 }
 
 }  // namespace loracpp::models

@@ -281,7 +281,7 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
     k = slice(keys, 2, 0, position + seq);
     v = slice(values, 2, 0, position + seq);
   }
-  const Tensor o = scaled_dot_product_attention(q, k, v, {.causal = true});
+  const Tensor o = scaled_dot_product_attention(q, k, v, {.causal = true, .mask = context.attention_mask});
   return project(layer_name(layer, "self_attn.o_proj"), reshape(transpose(o, 1, 2), {batch, seq, config_.num_heads * hd}),
                  context);
 }

@@ -28,6 +28,7 @@ struct ForwardContext {
   bool training = false;     // dropout on
   std::uint64_t seed = 0;    // dropout masks derive from (seed, layer)
   const std::set<std::string>* active = nullptr;  // adapters to apply; null: all with weight != 0
+  Tensor attention_mask{};   // additive [batch, 1, seq, seq] on top of the causal mask (packed examples)
 };
 
 // x [..., in], weight [out, in], bias [out] or undefined -> [..., out]

@@ -330,6 +330,21 @@ std::string ByteLevelBpe::decode_piece(std::int64_t /*previous*/, std::int64_t t
   return bytes;
 }
 
+namespace {
+// tokenizer_config.json's chat_template: one string, or a list of named templates ("default").
+std::string chat_template_of(const nlohmann::json& config) {
+  if (!config.is_object() || !config.contains("chat_template")) return {};
+  const auto& t = config["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const auto& named : t)
+      if (named.is_object() && named.value("name", std::string()) == "default" && named.contains("template") &&
+          named["template"].is_string())
+        return named["template"].get<std::string>();
+  return {};
+}
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& folder) {
   const auto path = folder / "tokenizer.json";
   const nlohmann::json json = io::read_json_file(path, kPlace);
@@ -349,7 +364,9 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& fold
     if (config.contains("bos_token")) bos = id_of(config["bos_token"]);
     if (config.contains("eos_token")) eos = id_of(config["eos_token"]);
   }
-  return ByteLevelBpe::from_json(json, path.string(), bos, eos);
+  auto tokenizer = ByteLevelBpe::from_json(json, path.string(), bos, eos);
+  tokenizer->set_chat_template(chat_template_of(config));
+  return tokenizer;
 }
 
 }  // namespace loracpp::tokenizers

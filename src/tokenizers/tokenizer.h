@@ -18,6 +18,13 @@ class Tokenizer {
   virtual std::int64_t eos_id() const = 0;
   // The text of ids, BOS and EOS left out.
   std::string decode(const std::vector<std::int64_t>& ids) const;
+  // The model's Jinja chat template (tokenizer_config.json, GGUF tokenizer.chat_template); empty
+  // when it has none.
+  const std::string& chat_template() const { return chat_template_; }
+  void set_chat_template(std::string jinja) { chat_template_ = std::move(jinja); }
+
+ private:
+  std::string chat_template_;
 };
 
 }  // namespace loracpp::tokenizers

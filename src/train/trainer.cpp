@@ -1,7 +1,9 @@
 #include "train/trainer.h"
 #include "io/json_file.h"
 
+#include <algorithm>
 #include <chrono>
+#include <limits>
 #include <cmath>
 #include <fstream>
 
@@ -17,18 +19,47 @@ namespace {
 
 constexpr std::string_view kPlace = "train";
 
-// Inputs [n, seq] and targets [n, seq] for the given sequences.
-std::pair<Tensor, Tensor> make_batch(const data::TokenDataset& dataset, const std::vector<std::int64_t>& indices) {
+struct Batch {
+  Tensor inputs;           // [n, seq]
+  Tensor targets;          // [n, seq], data::kIgnore where no loss
+  Tensor attention_mask;   // [n, 1, seq, seq] additive, or undefined when no row holds two examples
+  std::int64_t trained = 0;  // targets with loss
+};
+
+Batch make_batch(const data::TokenDataset& dataset, const std::vector<std::int64_t>& indices) {
   const std::int64_t seq = dataset.seq_len(), n = static_cast<std::int64_t>(indices.size());
   std::vector<std::int64_t> inputs, targets;
   inputs.reserve(static_cast<std::size_t>(n * seq));
   targets.reserve(static_cast<std::size_t>(n * seq));
+  std::vector<std::vector<std::int32_t>> examples;
+  bool shared = false;  // some row holds more than one example
   for (auto i : indices) {
-    const auto s = dataset.sequence(i);
-    inputs.insert(inputs.end(), s.begin(), s.end() - 1);
-    targets.insert(targets.end(), s.begin() + 1, s.end());
+    const auto in = dataset.inputs(i), out = dataset.targets(i);
+    inputs.insert(inputs.end(), in.begin(), in.end());
+    targets.insert(targets.end(), out.begin(), out.end());
+    if (dataset.isolates_examples()) {
+      examples.push_back(dataset.example_of(i));
+      shared |= std::any_of(examples.back().begin(), examples.back().end(), [](std::int32_t e) { return e > 0; });
+    }
   }
-  return {Tensor::from_ints(inputs, {n, seq}), Tensor::from_ints(targets, {n, seq})};
+  Batch batch{Tensor::from_ints(inputs, {n, seq}), Tensor::from_ints(targets, {n, seq}), Tensor(), 0};
+  batch.trained = std::count_if(targets.begin(), targets.end(), [](std::int64_t t) { return t != data::kIgnore; });
+  if (shared) {
+    // Padding (-1) after an example is never seen by its queries (causal), and padded queries
+    // see only padding, so no row of scores is entirely masked.
+    std::vector<float> mask(static_cast<std::size_t>(n * seq * seq));
+    const float blocked = -std::numeric_limits<float>::infinity();
+    for (std::int64_t b = 0; b < n; ++b)
+      for (std::int64_t q = 0; q < seq; ++q)
+        for (std::int64_t k = 0; k < seq; ++k)
+          mask[static_cast<std::size_t>((b * seq + q) * seq + k)] =
+              examples[static_cast<std::size_t>(b)][static_cast<std::size_t>(q)] ==
+                      examples[static_cast<std::size_t>(b)][static_cast<std::size_t>(k)]
+                  ? 0.0f
+                  : blocked;
+    batch.attention_mask = Tensor::from_floats(mask, {n, 1, seq, seq});
+  }
+  return batch;
 }
 
 }  // namespace
@@ -43,11 +74,12 @@ EvalResult evaluate(const models::LlamaModel& model, const data::TokenDataset& d
     if (max_batches > 0 && batches++ >= max_batches) break;
     std::vector<std::int64_t> indices;
     for (std::int64_t i = start; i < std::min(start + batch_size, dataset.sequences()); ++i) indices.push_back(i);
-    const auto [inputs, targets] = make_batch(dataset, indices);
-    const Tensor logits = model.forward(inputs);
-    const double loss = ops::cross_entropy(logits, targets).item();
-    total += loss * static_cast<double>(targets.numel());
-    tokens += targets.numel();
+    const Batch batch = make_batch(dataset, indices);
+    if (batch.trained == 0) continue;
+    const Tensor logits = model.forward(batch.inputs, nullptr, false, {.attention_mask = batch.attention_mask});
+    const double loss = ops::cross_entropy(logits, batch.targets, data::kIgnore).item();
+    total += loss * static_cast<double>(batch.trained);
+    tokens += batch.trained;
   }
   const double mean = total / static_cast<double>(std::max<std::int64_t>(tokens, 1));
   return {mean, std::exp(mean), tokens};
@@ -81,18 +113,30 @@ Trainer::Trainer(models::LlamaModel& model, std::vector<lora::NamedParameter> pa
 double Trainer::train_step() {
   const std::int64_t micro_batches = options_.batch_size / options_.micro_batch_size;
   optimizer_->zero_grad();
+  std::vector<Batch> batches;
+  std::int64_t trained = 0;
+  for (std::int64_t micro = 0; micro < micro_batches; ++micro) {
+    batches.push_back(make_batch(train_, order_.next(options_.micro_batch_size)));
+    trained += batches.back().trained;
+  }
+  // The step's loss is the mean over every trained target of the batch: each micro-batch's mean
+  // is weighted by its share of those targets (equal shares when nothing is masked).
   double loss_sum = 0;
   for (std::int64_t micro = 0; micro < micro_batches; ++micro) {
-    const auto [inputs, targets] = make_batch(train_, order_.next(options_.micro_batch_size));
-    const nn::ForwardContext context{.training = true,
-                                     .seed = mix64(options_.seed ^ mix64(static_cast<std::uint64_t>(step_ * 1009 + micro)))};
-    const Tensor logits = model_.forward(inputs, nullptr, false, context);
-    const Tensor loss = ops::cross_entropy(logits, targets);
-    loss_sum += loss.item();
-    // Equal-sized micro-batches: the mean over the batch is the mean of their means.
-    autograd::backward(ops::scale(loss, 1.0f / static_cast<float>(micro_batches)));
+    const Batch& batch = batches[static_cast<std::size_t>(micro)];
+    if (batch.trained == 0) continue;
+    const nn::ForwardContext context{
+        .training = true,
+        .seed = mix64(options_.seed ^ mix64(static_cast<std::uint64_t>(step_ * 1009 + micro))),
+        .attention_mask = batch.attention_mask};
+    const Tensor logits = model_.forward(batch.inputs, nullptr, false, context);
+    const Tensor loss = ops::cross_entropy(logits, batch.targets, data::kIgnore);
+    const float share = static_cast<float>(batch.trained) / static_cast<float>(trained);
+    loss_sum += loss.item() * share;
+    autograd::backward(ops::scale(loss, share));
   }
-  return loss_sum / static_cast<double>(micro_batches);
+  last_trained_tokens_ = trained;
+  return loss_sum;
 }
 
 std::optional<EvalResult> Trainer::run(const std::function<void(const TrainEvent&)>& on_event) {

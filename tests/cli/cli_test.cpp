@@ -1,8 +1,4 @@
 // The `lora` executable: flags, errors and the demo, run as a user runs them.
-#include <sys/wait.h>
-
-#include <array>
-#include <cstdio>
 #include <string>
 
 #include "test_util.h"
@@ -10,21 +6,8 @@
 namespace loracpp {
 namespace {
 
-struct CliRun {
-  int status;
-  std::string output;  // stdout and stderr
-};
-
-CliRun run_cli(const std::string& args) {
-  const std::string command = std::string(LORACPP_CLI_PATH) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string output;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe)) output += buffer.data();
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using testing::CliRun;
+CliRun run_cli(const std::string& args) { return testing::run_lora(args); }
 
 TEST(Cli, HelpListsTheCommandsAndOptions) {
   const CliRun r = run_cli("--help");

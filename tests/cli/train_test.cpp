@@ -1,36 +1,14 @@
 // `lora train`, `eval`, `merge`, `generate --adapter` and `inspect` on the real stories260K model,
 // with small settings; bad inputs get one clear error and leave existing outputs alone.
-#include <sys/wait.h>
-
-#include <array>
-#include <cstdio>
-
 #include "io/safetensors.h"
 #include "test_util.h"
 
 namespace loracpp {
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
-
-Result lora(const std::string& args, bool with_stderr = true) {
-  const std::string command = std::string(LORACPP_CLI_PATH) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* pipe = ::popen(command.c_str(), "r");
-  std::string output;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe)) output += buffer.data();
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
-std::string last_line(const std::string& text) {
-  const auto end = text.find_last_not_of('\n');
-  const auto start = text.rfind('\n', end);
-  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
-}
+using Result = testing::CliRun;
+Result lora(const std::string& args, bool with_stderr = true) { return testing::run_lora(args, with_stderr); }
+using testing::last_line;
 
 const std::string kModel = testing::shared_path("models/stories260K/stories260K.bin");
 
