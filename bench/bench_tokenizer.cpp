@@ -8,7 +8,7 @@
 
 #include "backend/threads.h"
 #include "models/registry.h"
-#include "tokenizers/byte_level_bpe.h"
+#include "tokenizers/tokenizer_json.h"
 
 using namespace loracpp;
 

@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "models/registry.h"
-#include "tokenizers/byte_level_bpe.h"
+#include "tokenizers/tokenizer_json.h"
 
 namespace loracpp::cli {
 

@@ -7,7 +7,7 @@
 #include "io/llama2c.h"
 #include "models/gguf_names.h"
 #include "io/safetensors.h"
-#include "tokenizers/byte_level_bpe.h"
+#include "tokenizers/tokenizer_json.h"
 #include "tokenizers/llama2c_tokenizer.h"
 
 namespace loracpp::models {

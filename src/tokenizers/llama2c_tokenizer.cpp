@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/storage.h"
+#include "tokenizers/bpe_merge.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
 
@@ -41,6 +42,7 @@ Llama2cTokenizer Llama2cTokenizer::load(const std::filesystem::path& path, std::
     t.pieces_.push_back(std::move(piece));
     t.scores_.push_back(score);
   }
+  t.index_pairs();
   check(t.pieces_.size() >= 259, kPlace, "a vocabulary of {} tokens has no room for the 256 byte tokens ({})",
         t.pieces_.size(), file);
   return t;
@@ -54,6 +56,7 @@ Llama2cTokenizer Llama2cTokenizer::from_pieces(std::vector<std::string> pieces, 
   for (std::size_t i = 0; i < pieces.size(); ++i) t.ids_.emplace(pieces[i], static_cast<std::int64_t>(i));
   t.pieces_ = std::move(pieces);
   t.scores_ = std::move(scores);
+  t.index_pairs();
   return t;
 }
 
@@ -75,6 +78,21 @@ void Llama2cTokenizer::save(const std::filesystem::path& path) const {
       out.write(pieces_[i].data(), length);
     }
   });
+}
+
+void Llama2cTokenizer::index_pairs() {
+  canonical_.resize(pieces_.size());
+  for (std::size_t i = 0; i < pieces_.size(); ++i) canonical_[i] = lookup(pieces_[i]);
+  // Every way to spell a piece as two pieces: the pairs that merge into it.
+  for (std::size_t i = 0; i < pieces_.size(); ++i) {
+    const std::string& p = pieces_[i];
+    const auto merged = canonical_[i];
+    if (merged != static_cast<std::int64_t>(i)) continue;  // a repeated piece: the first id stands for it
+    for (std::size_t cut = 1; cut < p.size(); ++cut) {
+      const auto left = lookup(p.substr(0, cut)), right = lookup(p.substr(cut));
+      if (left >= 0 && right >= 0) pair_merges_.emplace(pair_key(left, right), merged);
+    }
+  }
 }
 
 std::int64_t Llama2cTokenizer::lookup(const std::string& piece) const {
@@ -114,22 +132,11 @@ std::vector<std::int64_t> Llama2cTokenizer::encode(std::string_view raw, bool ad
     character.clear();
   }
   // Merge the best-scoring adjacent pair until none merges.
-  while (true) {
-    float best_score = -1e10f;
-    std::int64_t best_id = -1;
-    std::size_t best_at = 0;
-    for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
-      const auto id = lookup(piece(tokens[i]) + piece(tokens[i + 1]));
-      if (id >= 0 && score(id) > best_score) {
-        best_score = score(id);
-        best_id = id;
-        best_at = i;
-      }
-    }
-    if (best_id < 0) break;
-    tokens[best_at] = best_id;
-    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
-  }
+  bpe_merge(tokens, [&](std::int64_t a, std::int64_t b) -> std::optional<PairMerge> {
+    const auto it = pair_merges_.find(pair_key(canonical_[static_cast<std::size_t>(a)], canonical_[static_cast<std::size_t>(b)]));
+    if (it == pair_merges_.end()) return std::nullopt;
+    return PairMerge{it->second, score(it->second)};
+  });
   if (add_eos) tokens.push_back(eos_id());
   return tokens;
 }

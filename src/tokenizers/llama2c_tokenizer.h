@@ -31,9 +31,15 @@ class Llama2cTokenizer : public Tokenizer {
 
  private:
   std::int64_t lookup(const std::string& piece) const;
+  void index_pairs();
+  static std::uint64_t pair_key(std::int64_t a, std::int64_t b) {
+    return static_cast<std::uint64_t>(a) << 32 | static_cast<std::uint64_t>(b);
+  }
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::unordered_map<std::string, std::int64_t> ids_;
+  std::vector<std::int64_t> canonical_;                         // id -> the first id of its piece
+  std::unordered_map<std::uint64_t, std::int64_t> pair_merges_;  // (left, right) -> merged id
 };
 
 }  // namespace loracpp::tokenizers

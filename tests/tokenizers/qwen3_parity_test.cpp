@@ -5,7 +5,7 @@
 
 #include "test_strings.h"
 #include "test_util.h"
-#include "tokenizers/byte_level_bpe.h"
+#include "tokenizers/tokenizer_json.h"
 
 namespace loracpp::tokenizers {
 namespace {
