@@ -1,6 +1,9 @@
-// Inference speed of the Llama model: a forward pass over [batch, seq] (what the peer's
-// `--mode infer` times) and KV-cache generation, on a preset shape with random weights or on a
-// model file. Prints one JSON line, like ../shared/peers/torch_lora_bench.py.
+// Speed of the Llama model on a preset shape with random weights (or a model file), in the modes
+// of ../shared/peers/torch_lora_bench.py: LoRA training steps (forward, cross-entropy, backward,
+// AdamW on the adapters), a forward pass over [batch, seq] (the peer's `--mode infer`), and
+// KV-cache generation; and `--mode ceiling`, this machine's f32 GEMM rate at 2048³. Prints one
+// JSON line, like the peer; for training also the FLOPs per token and the rate they make.
+//   bench_llama --preset tiny --mode lora --rank 8 --targets q,v --steps 5
 //   bench_llama --preset small --mode forward --steps 3
 //   bench_llama --model ../shared/models/stories260K/stories260K.bin --mode generate --tokens 200
 #include <sys/resource.h>
@@ -8,8 +11,16 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <fmt/core.h>
+#include <optional>
+#include <sstream>
 
+#include <cblas.h>
+
+#include "autograd/backward.h"
 #include "backend/threads.h"
+#include "lora/adapter.h"
+#include "ops/ops.h"
+#include "train/optimizer.h"
 #include "core/random.h"
 #include "models/registry.h"
 #include "ops/tape.h"
@@ -44,6 +55,31 @@ std::unique_ptr<models::LlamaModel> random_model(const Preset& p, std::uint64_t 
   return std::make_unique<models::LlamaModel>(c, std::move(weights), "random");
 }
 
+// FLOPs of one LoRA training step per token: 2 per weight for the forward product and 2 for the
+// input gradient of every frozen linear (no weight gradient), 6 per adapter weight, and attention
+// (QKᵀ and PV forward, twice that backward, causal: half the positions).
+double lora_flops_per_token(const models::LlamaConfig& c, std::int64_t seq, std::int64_t adapter_params) {
+  const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
+  const double kv = static_cast<double>(c.num_kv_heads * c.head_dim), q = static_cast<double>(c.num_heads * c.head_dim);
+  const double per_layer = d * q * 2 + d * kv * 2 + 3 * d * f;
+  const double linear = per_layer * static_cast<double>(c.num_layers) + d * static_cast<double>(c.vocab_size);
+  const double attention = 3.0 * 2.0 * 2.0 * q * static_cast<double>(seq) / 2.0 * static_cast<double>(c.num_layers);
+  return 4.0 * linear + 6.0 * static_cast<double>(adapter_params) + attention;
+}
+
+// GFLOP/s of a 2048³ f32 GEMM through BLAS: the practical ceiling the peer's README quotes.
+double sgemm_gflops() {
+  const int n = 2048;
+  std::vector<float> a(static_cast<std::size_t>(n) * n, 0.5f), b(a), c(a.size());
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  const auto start = std::chrono::steady_clock::now();
+  const int reps = 3;
+  for (int r = 0; r < reps; ++r)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return 2.0 * n * n * static_cast<double>(n) * reps / seconds / 1e9;
+}
+
 double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -59,7 +95,13 @@ int main(int argc, char** argv) {
   std::int64_t tokens = 128, batch = 0, seq = 0;
   app.add_option("--preset", preset)->check(CLI::IsMember({"tiny", "small", "smollm"}));
   app.add_option("--model", model_path, "A model file instead of a preset");
-  app.add_option("--mode", mode)->check(CLI::IsMember({"forward", "generate"}));
+  app.add_option("--mode", mode)->check(CLI::IsMember({"lora", "forward", "generate", "ceiling"}));
+  std::int64_t rank = 8;
+  float alpha = 16;
+  std::string targets = "q,v";
+  app.add_option("--rank", rank);
+  app.add_option("--alpha", alpha);
+  app.add_option("--targets", targets, "Short names as the peer's (q,k,v,o,gate,up,down) or all");
   app.add_option("--steps", steps, "Timed forward passes");
   app.add_option("--warmup", warmup);
   app.add_option("--tokens", tokens, "Tokens to generate (generate mode)");
@@ -68,7 +110,13 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads);
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
-  autograd::NoGradGuard no_grad;
+  if (mode == "ceiling") {
+    fmt::print("{{\"engine\": \"openblas\", \"mode\": \"ceiling\", \"threads\": {}, \"f32_gflops\": {:.1f}}}\n",
+               threads, sgemm_gflops());
+    return 0;
+  }
+  std::optional<autograd::NoGradGuard> no_grad;
+  if (mode != "lora") no_grad.emplace();
 
   Preset p = kPresets.at(preset);
   std::unique_ptr<models::LlamaModel> model;
@@ -87,7 +135,55 @@ int main(int argc, char** argv) {
 
   double seconds = 0;
   std::int64_t counted = 0;
-  if (mode == "forward") {
+  std::string extra;
+  if (mode == "lora") {
+    lora::LoraConfig config;
+    config.r = rank;
+    config.lora_alpha = alpha;
+    if (targets == "all") {
+      config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    } else {
+      config.target_modules.clear();
+      std::stringstream list(targets);
+      for (std::string t; std::getline(list, t, ',');)
+        config.target_modules.push_back(t == "gate" || t == "up" || t == "down" ? t + "_proj" : t + "_proj");
+    }
+    lora::attach_adapter(*model, "default", config, 3);
+    const auto params = lora::adapter_parameters(*model, "default", config);
+    std::vector<Tensor> tensors;
+    std::int64_t adapter_params = 0;
+    for (const auto& named : params) {
+      tensors.push_back(named.tensor);
+      adapter_params += named.tensor.numel();
+    }
+    train::AdamW optimizer(tensors, {.lr = 1e-4f});
+    // Random tokens as the peer uses: [batch, seq + 1], inputs and next-token targets.
+    std::vector<std::int64_t> inputs, next;
+    for (std::int64_t b = 0; b < p.batch; ++b)
+      for (std::int64_t t = 0; t < p.seq; ++t) {
+        inputs.push_back(static_cast<std::int64_t>(rng.next_u64() % static_cast<std::uint64_t>(p.vocab)));
+        next.push_back(static_cast<std::int64_t>(rng.next_u64() % static_cast<std::uint64_t>(p.vocab)));
+      }
+    const Tensor x = Tensor::from_ints(inputs, {p.batch, p.seq}), y = Tensor::from_ints(next, {p.batch, p.seq});
+    double loss = 0;
+    auto step = [&] {
+      const Tensor l = ops::cross_entropy(model->forward(x, nullptr, false, {.training = true}), y);
+      autograd::backward(l);
+      optimizer.step();
+      optimizer.zero_grad();
+      loss = l.item();
+    };
+    for (int i = 0; i < warmup; ++i) step();
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i) step();
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    counted = static_cast<std::int64_t>(steps) * p.batch * p.seq;
+    const double flops = lora_flops_per_token(model->config(), p.seq, adapter_params);
+    extra = fmt::format(", \"rank\": {}, \"targets\": \"{}\", \"trainable\": {}, \"loss\": {:.4f}, "
+                        "\"gflop_per_token\": {:.4f}, \"gflops\": {:.1f}",
+                        rank, targets, adapter_params, loss, flops / 1e9,
+                        flops * static_cast<double>(counted) / seconds / 1e9);
+  } else if (mode == "forward") {
     const Tensor batch_ids = Tensor::from_ints(ids, {p.batch, p.seq});
     for (int i = 0; i < warmup; ++i) model->forward(batch_ids);
     const auto start = std::chrono::steady_clock::now();
@@ -108,8 +204,8 @@ int main(int argc, char** argv) {
     counted = tokens;
   }
   fmt::print("{{\"engine\": \"loracpp\", \"preset\": \"{}\", \"model\": \"{}\", \"mode\": \"{}\", \"threads\": {}, "
-             "\"tokens_per_s\": {:.1f}, \"peak_rss_mb\": {:.1f}}}\n",
+             "\"tokens_per_s\": {:.1f}, \"peak_rss_mb\": {:.1f}{}}}\n",
              model_path.empty() ? preset : "", model_path, mode, threads, static_cast<double>(counted) / seconds,
-             peak_rss_mb());
+             peak_rss_mb(), extra);
   return 0;
 }

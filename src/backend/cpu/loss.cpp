@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace loracpp::backend::cpu {
 
@@ -11,10 +12,10 @@ void cross_entropy_forward(const float* logits, const i64* targets, float* loss,
   for (i64 r = 0; r < rows; ++r) {
     const float* row = logits + r * vocab;
     float max = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : max)
     for (i64 v = 0; v < vocab; ++v) max = std::max(max, row[v]);
-    double sum = 0;
-    for (i64 v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v] - max));
-    lse[r] = max + static_cast<float>(std::log(sum));
+    // Each of 16 lanes adds at most vocab / 16 terms <= 1: f32 is enough.
+    lse[r] = max + std::log(exp_shifted(row, max, 1.0f, nullptr, vocab));
     loss[r] = targets[r] == ignore_index ? 0.0f : lse[r] - row[targets[r]];
   }
 }
@@ -29,7 +30,7 @@ void cross_entropy_backward(const float* logits, const i64* targets, const float
       for (i64 v = 0; v < vocab; ++v) out[v] = 0.0f;
       continue;
     }
-    for (i64 v = 0; v < vocab; ++v) out[v] = std::exp(row[v] - lse[r]) * grad_scale;
+    exp_shifted(row, lse[r], grad_scale, out, vocab);
     out[targets[r]] -= grad_scale;
   }
 }

@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace loracpp::backend::cpu {
 
@@ -11,13 +12,11 @@ void softmax_forward(const float* x, float* y, i64 rows, i64 cols) {
     const float* xr = x + r * cols;
     float* yr = y + r * cols;
     float max = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : max)
     for (i64 c = 0; c < cols; ++c) max = std::max(max, xr[c]);
-    double sum = 0;
-    for (i64 c = 0; c < cols; ++c) {
-      yr[c] = std::exp(xr[c] - max);
-      sum += yr[c];
-    }
-    const auto inv = static_cast<float>(1.0 / sum);
+    const float sum = exp_shifted(xr, max, 1.0f, yr, cols);
+    const float inv = 1.0f / sum;
+#pragma omp simd
     for (i64 c = 0; c < cols; ++c) yr[c] *= inv;
   }
 }
@@ -28,8 +27,9 @@ void softmax_backward(const float* y, const float* dy, float* dx, i64 rows, i64 
   for (i64 r = 0; r < rows; ++r) {
     const float* yr = y + r * cols;
     const float* gr = dy + r * cols;
-    double dot = 0;
-    for (i64 c = 0; c < cols; ++c) dot += static_cast<double>(yr[c]) * gr[c];
+    float dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (i64 c = 0; c < cols; ++c) dot += yr[c] * gr[c];
     float* out = dx + r * cols;
     for (i64 c = 0; c < cols; ++c) out[c] = yr[c] * (gr[c] - static_cast<float>(dot));
   }
