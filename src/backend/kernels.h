@@ -28,6 +28,18 @@ struct Pool2dGeometry {  // planes = batch*channels, each [height, width] -> [ou
   i64 planes, height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
 };
 
+// Attention of one batch: q [batch, kv_heads, group, q_len, head_dim] (the query heads sharing a
+// key/value head are adjacent), k [batch, kv_heads, kv_len, head_dim], v [.., kv_len, v_dim],
+// out [batch, kv_heads, group, q_len, v_dim], lse [batch, kv_heads, group, q_len]. Query i sees
+// key j when j <= i + kv_len - q_len (causal). mask: additive [q_len, kv_len] planes, the plane of
+// (batch b, query head h) at b * mask_batch_stride + h * mask_head_stride (0 strides broadcast).
+struct AttentionGeometry {
+  i64 batch, kv_heads, group, q_len, kv_len, head_dim, v_dim;
+  float scale;
+  bool causal;
+  i64 mask_batch_stride, mask_head_stride;
+};
+
 // X(name, signature)
 #define LORACPP_KERNELS(X)                                                                                   \
   /* dst[n] (dst_dtype) = src[n] (src_dtype) */                                                              \
@@ -82,6 +94,13 @@ struct Pool2dGeometry {  // planes = batch*channels, each [height, width] -> [ou
   /* dlogits = (softmax(logits) - onehot(target)) * grad_scale, rows with ignored targets get 0 */           \
   X(cross_entropy_backward, void(const float* logits, const i64* targets, const float* lse,                  \
                                  float grad_scale, float* dlogits, i64 rows, i64 vocab, i64 ignore_index))   \
+  /* fused attention that never holds more than a tile of scores; lse saves the softmax for backward */    \
+  X(attention_forward, void(const float* q, const float* k, const float* v, const float* mask, float* out,   \
+                            float* lse, const AttentionGeometry& g))                                         \
+  /* dq, dk, dv overwritten; recomputes the scores tile by tile from q, k and lse */                         \
+  X(attention_backward, void(const float* q, const float* k, const float* v, const float* mask,              \
+                             const float* out, const float* lse, const float* dout, float* dq, float* dk,    \
+                             float* dv, const AttentionGeometry& g))                                         \
   X(im2col, void(const float* x, float* cols, const Conv2dGeometry& g))                                      \
   /* dx += col2im(dcols) */                                                                                  \
   X(col2im, void(const float* dcols, float* dx, const Conv2dGeometry& g))                                    \

@@ -1,6 +1,7 @@
-// Scaled dot-product attention with causal and additive masks and grouped-query heads. Composed
-// from matmul, softmax and broadcasting adds, so its backward comes from theirs; it holds the
-// [q_len, kv_len] scores per head (a fused kernel that does not is future work for long contexts).
+// Scaled dot-product attention with causal and additive masks and grouped-query heads. Where the
+// backend has the fused kernels (the CPU does) it never holds more than a tile of scores and its
+// backward recomputes them; elsewhere it is composed from matmul, softmax and broadcasting adds,
+// whose backward comes from theirs.
 #include <cmath>
 #include <limits>
 
@@ -22,6 +23,52 @@ Tensor causal_mask(std::int64_t q_len, std::int64_t kv_len, DType dtype) {
 }
 }  // namespace
 
+namespace {
+
+// The fused kernels over contiguous f32 copies; mask broadcast to [1 or batch, 1 or heads, q, kv].
+Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, float scale_value,
+                       bool causal) {
+  const std::int64_t batch = q.size(0), q_heads = q.size(1), q_len = q.size(2), head_dim = q.size(3);
+  const std::int64_t kv_heads = k.size(1), kv_len = k.size(2), v_dim = v.size(3);
+  backend::AttentionGeometry g{batch, kv_heads, q_heads / kv_heads, q_len, kv_len, head_dim, v_dim,
+                               scale_value, causal, 0, 0};
+  Tensor m;
+  if (mask.defined()) {
+    Tensor m4 = mask;
+    while (m4.dim() < 4) m4 = reshape(m4, [&] {
+      Shape s = m4.shape();
+      s.insert(s.begin(), 1);
+      return s;
+    }());
+    const std::int64_t mb = m4.size(0), mh = m4.size(1);
+    m = contiguous_raw(as_f32(broadcast_to(m4, {mb, mh, q_len, kv_len})));
+    g.mask_head_stride = mh == 1 ? 0 : q_len * kv_len;
+    g.mask_batch_stride = mb == 1 ? 0 : mh * q_len * kv_len;
+  }
+  const Tensor qf = contiguous_raw(as_f32(q)), kf = contiguous_raw(as_f32(k)), vf = contiguous_raw(as_f32(v));
+  Tensor out = empty_f32({batch, q_heads, q_len, v_dim}, q.device());
+  Tensor lse = empty_f32({batch, q_heads, q_len}, q.device());
+  LORACPP_KERNEL(q.device(), attention_forward)(f32(qf), f32(kf), f32(vf), m.defined() ? f32(m) : nullptr, f32(out),
+                                               f32(lse), g);
+  // The backward needs the output: its own handle on the storage, since holding the recorded
+  // output itself would tie it to its own node and leak the graph.
+  const Tensor saved_out = out.as_strided(out.shape(), out.strides(), out.byte_offset());
+  return record(OpId::attention, cast_raw(out, q.dtype()), {q, k, v},
+                [qf, kf, vf, m, saved_out, lse, g](const Node& node, const Tensor& grad) {
+                  const Tensor dout = contiguous_raw(as_f32(grad));
+                  Tensor dq = empty_f32(qf.shape(), qf.device()), dk = empty_f32(kf.shape(), kf.device()),
+                         dv = empty_f32(vf.shape(), vf.device());
+                  LORACPP_KERNEL(qf.device(), attention_backward)(f32(qf), f32(kf), f32(vf),
+                                                                  m.defined() ? f32(m) : nullptr, f32(saved_out),
+                                                                  f32(lse), f32(dout), f32(dq), f32(dk), f32(dv), g);
+                  return std::vector<Tensor>{node.needs_grad(0) ? cast_raw(dq, node.inputs[0].dtype()) : Tensor(),
+                                             node.needs_grad(1) ? cast_raw(dk, node.inputs[1].dtype()) : Tensor(),
+                                             node.needs_grad(2) ? cast_raw(dv, node.inputs[2].dtype()) : Tensor()};
+                });
+}
+
+}  // namespace
+
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options) {
   trace_op(OpId::attention);
@@ -41,23 +88,25 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         q_heads, kv_heads);
   const std::int64_t group = q_heads / kv_heads;
   const float scale_value = options.scale.value_or(1.0f / std::sqrt(static_cast<float>(head_dim)));
+  const Shape full = {batch, q_heads, q_len, kv_len};
+  if (options.mask.defined()) {
+    require_floating(op, options.mask, "mask");
+    require_same_dtype(op, q, options.mask);
+    check(options.mask.dim() <= 4 && broadcast_shapes(options.mask.shape(), full, op) == full, op,
+          "mask {} must broadcast to [batch, q_heads, q_len, kv_len] = {}", shape_str(options.mask.shape()),
+          shape_str(full));
+  }
+  if (backend::kernels(q.device()).attention_forward != nullptr)
+    return fused_attention(q, k, v, options.mask, scale_value, options.causal);
 
   // Query heads h*group .. h*group+group-1 share key/value head h: fold the group into the rows.
   const Tensor qg = reshape(q, {batch, kv_heads, group * q_len, head_dim});
   Tensor scores = scale(matmul(qg, transpose(k, -1, -2)), scale_value);  // [b, kvh, group*q_len, kv_len]
-  const Shape full = {batch, q_heads, q_len, kv_len};
   const bool masked = options.causal || options.mask.defined();
   if (masked) {
     scores = reshape(scores, full);
     if (options.causal) scores = add(scores, causal_mask(q_len, kv_len, q.dtype()));
-    if (options.mask.defined()) {
-      require_floating(op, options.mask, "mask");
-      require_same_dtype(op, q, options.mask);
-      check(broadcast_shapes(options.mask.shape(), full, op) == full, op,
-            "mask {} must broadcast to [batch, q_heads, q_len, kv_len] = {}", shape_str(options.mask.shape()),
-            shape_str(full));
-      scores = add(scores, options.mask);
-    }
+    if (options.mask.defined()) scores = add(scores, options.mask);
     scores = reshape(scores, {batch, kv_heads, group * q_len, kv_len});
   }
   const Tensor probs = softmax(scores, -1);
