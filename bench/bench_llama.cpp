@@ -17,6 +17,7 @@
 #include <cblas.h>
 
 #include "autograd/backward.h"
+#include "backend/kernels.h"
 #include "backend/threads.h"
 #include "lora/adapter.h"
 #include "ops/ops.h"
@@ -80,6 +81,20 @@ double sgemm_gflops() {
   return 2.0 * n * n * static_cast<double>(n) * reps / seconds / 1e9;
 }
 
+// GFLOP/s of a 2048³ bf16 GEMM (f32 accumulation) through our gemm_bf16 kernel (oneDNN).
+double bf16_gemm_gflops() {
+  const std::int64_t n = 2048;
+  std::vector<std::uint16_t> a(static_cast<std::size_t>(n * n), float_to_bf16(0.5f)), b(a);
+  std::vector<float> c(a.size());
+  auto gemm = LORACPP_KERNEL(Device::cpu, gemm_bf16);
+  gemm(true, n, n, n, a.data(), n, b.data(), n, c.data(), n);
+  const auto start = std::chrono::steady_clock::now();
+  const int reps = 3;
+  for (int r = 0; r < reps; ++r) gemm(true, n, n, n, a.data(), n, b.data(), n, c.data(), n);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return 2.0 * static_cast<double>(n * n * n) * reps / seconds / 1e9;
+}
+
 double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -98,7 +113,9 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode)->check(CLI::IsMember({"lora", "forward", "generate", "ceiling"}));
   std::int64_t rank = 8;
   float alpha = 16;
-  std::string targets = "q,v";
+  std::string targets = "q,v", dtype = "f32";
+  app.add_option("--dtype", dtype, "f32, or bf16: frozen linear weights in bf16 (bf16 GEMMs, f32 accumulation)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--rank", rank);
   app.add_option("--alpha", alpha);
   app.add_option("--targets", targets, "Short names as the peer's (q,k,v,o,gate,up,down) or all");
@@ -111,8 +128,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   if (mode == "ceiling") {
-    fmt::print("{{\"engine\": \"openblas\", \"mode\": \"ceiling\", \"threads\": {}, \"f32_gflops\": {:.1f}}}\n",
-               threads, sgemm_gflops());
+    fmt::print("{{\"mode\": \"ceiling\", \"threads\": {}, \"f32_gflops\": {:.1f}, \"bf16_gflops\": {:.1f}}}\n",
+               threads, sgemm_gflops(), bf16_gemm_gflops());
     return 0;
   }
   std::optional<autograd::NoGradGuard> no_grad;
@@ -127,6 +144,7 @@ int main(int argc, char** argv) {
   } else {
     model = random_model(p, 1);
   }
+  if (dtype == "bf16") model->store_weights(DType::bf16);
   if (batch > 0) p.batch = batch;
   if (seq > 0) p.seq = seq;
   Rng rng(2);
@@ -191,6 +209,13 @@ int main(int argc, char** argv) {
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     counted = static_cast<std::int64_t>(steps) * p.batch * p.seq;
   } else {
+    if (app.count("--rank") > 0) {  // an unmerged adapter on the side: what it costs per token
+      lora::LoraConfig config;
+      config.r = rank;
+      config.lora_alpha = alpha;
+      config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+      lora::attach_adapter(*model, "default", config, 3);
+    }
     tokens = std::min(tokens, model->config().max_position_embeddings - 1);
     auto cache = model->make_cache(1, tokens + 1);
     std::int64_t token = 1;
@@ -204,8 +229,8 @@ int main(int argc, char** argv) {
     counted = tokens;
   }
   fmt::print("{{\"engine\": \"loracpp\", \"preset\": \"{}\", \"model\": \"{}\", \"mode\": \"{}\", \"threads\": {}, "
-             "\"tokens_per_s\": {:.1f}, \"peak_rss_mb\": {:.1f}{}}}\n",
-             model_path.empty() ? preset : "", model_path, mode, threads, static_cast<double>(counted) / seconds,
+             "\"dtype\": \"{}\", \"tokens_per_s\": {:.1f}, \"peak_rss_mb\": {:.1f}{}}}\n",
+             model_path.empty() ? preset : "", model_path, mode, threads, dtype, static_cast<double>(counted) / seconds,
              peak_rss_mb(), extra);
   return 0;
 }

@@ -1,35 +1,41 @@
 #!/usr/bin/env bash
-# LoRA training side by side with the peer (../shared/peers/torch_lora_bench.py), same presets,
-# ranks, targets and threads, in one run; prints a Markdown table: tokens/s, the ratios to the
-# peer's f32 and bf16 runs, peak RSS, and our share of this machine's f32 GEMM ceiling.
+# LoRA training side by side with the peer (../shared/peers/torch_lora_bench.py): same presets,
+# ranks, targets and threads, in one run. Prints Markdown tables: tokens/s of our f32 and bf16
+# paths against the peer's f32 and bf16 runs, peak RSS, and the share of this machine's measured
+# GEMM ceilings; then inference (forward and generation, adapter merged or not).
 # Needs the build and Debian's python3-torch (apt-get install python3-torch libopenblas0-pthread).
 #   bash bench/run_lora.sh [threads] [presets...]        e.g. bash bench/run_lora.sh 2 tiny small smollm
-# SMOKE=1 runs a tiny shape for one step, ours only, and checks the output (what CI runs).
+# SMOKE=1 runs a tiny shape for one step in both dtypes, ours only, and checks the output (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
 shift || true
 presets=${*:-tiny small smollm}
 peer=../shared/peers/torch_lora_bench.py
-ours=build/bench/bench_llama
+ours=${BENCH_LLAMA:-build/bench/bench_llama}
 export OMP_WAIT_POLICY=PASSIVE
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+share() { python3 -c "print(f'{100*$1/$2:.0f}%')"; }
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  out=$($ours --preset tiny --mode lora --rank 4 --targets all --steps 1 --warmup 0 --batch 1 --seq 16 --threads "$threads")
-  echo "$out"
-  python3 -c "import json,math,sys; r=json.loads(sys.argv[1]); assert r['tokens_per_s']>0 and math.isfinite(r['loss']) and r['trainable']>0, r" "$out"
+  for dtype in f32 bf16; do
+    out=$($ours --preset tiny --mode lora --rank 4 --targets all --steps 1 --warmup 0 --batch 1 --seq 16 --threads "$threads" --dtype $dtype)
+    echo "$out"
+    python3 -c "import json,math,sys; r=json.loads(sys.argv[1]); assert r['tokens_per_s']>0 and math.isfinite(r['loss']) and abs(r['loss']-10.37)<0.5 and r['trainable']>0, r" "$out"
+  done
   exit 0
 fi
 
-ceiling=$($ours --mode ceiling --threads "$threads" | field f32_gflops)
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $threads threads; f32 GEMM ceiling ${ceiling} GFLOP/s (2048³, OpenBLAS)"
+ceilings=$($ours --mode ceiling --threads "$threads")
+f32c=$(echo "$ceilings" | field f32_gflops); bf16c=$(echo "$ceilings" | field bf16_gflops)
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $threads threads;" \
+     "GEMM ceilings at 2048³: f32 ${f32c} GFLOP/s (OpenBLAS), bf16 ${bf16c} GFLOP/s (oneDNN)"
 echo
-echo "| preset | adapter | loracpp f32 tok/s | peer f32 tok/s | peer bf16 tok/s | vs peer f32 | vs peer bf16 | loracpp RSS MB | peer f32 RSS MB | RSS ratio | loracpp GFLOP/s | f32 ceiling share |"
+echo "| preset | adapter | ours f32 tok/s | ours bf16 tok/s | peer f32 tok/s | peer bf16 tok/s | f32 vs peer f32 | bf16 vs peer bf16 | ours f32 / bf16 RSS MB | peer f32 / bf16 RSS MB | RSS ratio f32 / bf16 | ceiling share f32 / bf16 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for preset in $presets; do
-  steps=3
+  steps=4
   [[ "$preset" != tiny ]] && steps=2
   for config in "8 q,v" "16 all"; do
     set -- $config
@@ -37,11 +43,30 @@ for preset in $presets; do
     peer_targets=$targets
     [[ "$targets" == all ]] && peer_targets=q,k,v,o,gate,up,down
     a=$($ours --preset "$preset" --mode lora --rank "$rank" --targets "$targets" --steps "$steps" --threads "$threads")
+    a16=$($ours --preset "$preset" --mode lora --rank "$rank" --targets "$targets" --steps "$steps" --threads "$threads" --dtype bf16)
     b=$(/usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads")
-    c=$(/usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads" --dtype bfloat16)
-    ta=$(echo "$a" | field tokens_per_s); tb=$(echo "$b" | field tokens_per_s); tc=$(echo "$c" | field tokens_per_s)
-    ra=$(echo "$a" | field peak_rss_mb); rb=$(echo "$b" | field peak_rss_mb)
-    g=$(echo "$a" | field gflops)
-    echo "| $preset | r=$rank $targets | $ta | $tb | $tc | $(ratio "$ta" "$tb") | $(ratio "$ta" "$tc") | $ra | $rb | $(ratio "$ra" "$rb") | $g | $(python3 -c "print(f'{100*$g/$ceiling:.0f}%')") |"
+    b16=$(/usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads" --dtype bfloat16)
+    ta=$(echo "$a" | field tokens_per_s); ta16=$(echo "$a16" | field tokens_per_s)
+    tb=$(echo "$b" | field tokens_per_s); tb16=$(echo "$b16" | field tokens_per_s)
+    ra=$(echo "$a" | field peak_rss_mb); ra16=$(echo "$a16" | field peak_rss_mb)
+    rb=$(echo "$b" | field peak_rss_mb); rb16=$(echo "$b16" | field peak_rss_mb)
+    echo "| $preset | r=$rank $targets | $ta | $ta16 | $tb | $tb16 | $(ratio "$ta" "$tb") | $(ratio "$ta16" "$tb16") |" \
+         "$ra / $ra16 | $rb / $rb16 | $(ratio "$ra" "$rb") / $(ratio "$ra16" "$rb16") |" \
+         "$(share "$(echo "$a" | field gflops)" "$f32c") / $(share "$(echo "$a16" | field gflops)" "$bf16c") |"
   done
+done
+
+echo
+echo "| inference, small preset | ours tok/s | peer tok/s | ratio |"
+echo "|---|---|---|---|"
+for dtype in f32 bf16; do
+  a=$($ours --preset small --mode forward --steps 2 --threads "$threads" --dtype $dtype)
+  pd=float32; [[ $dtype == bf16 ]] && pd=bfloat16
+  b=$(/usr/bin/python3 "$peer" --preset small --mode infer --steps 2 --threads "$threads" --dtype $pd)
+  echo "| forward [2, 512], $dtype | $(echo "$a" | field tokens_per_s) | $(echo "$b" | field tokens_per_s) | $(ratio "$(echo "$a" | field tokens_per_s)" "$(echo "$b" | field tokens_per_s)") |"
+done
+for dtype in f32 bf16; do
+  m=$($ours --preset small --mode generate --tokens 64 --threads "$threads" --dtype $dtype)
+  u=$($ours --preset small --mode generate --tokens 64 --threads "$threads" --dtype $dtype --rank 16 --targets all)
+  echo "| generation (KV cache), $dtype: merged / unmerged r=16 all | $(echo "$m" | field tokens_per_s) / $(echo "$u" | field tokens_per_s) | no generation mode | unmerged costs $(python3 -c "print(f'{100*(1-$(echo "$u" | field tokens_per_s)/$(echo "$m" | field tokens_per_s)):.0f}%')") |"
 done

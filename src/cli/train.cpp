@@ -99,6 +99,9 @@ void TrainCommand::add_to(CLI::App& parent) {
   app->add_option("--save-every", save_every, "Checkpoint every N steps");
   app->add_option("--stop-at", stop_at, "Stop at this step with a checkpoint, to resume later");
   app->add_option("--seed", seed, "Seed for initialisation, data order and dropout");
+  app->add_option("--base-dtype", base_dtype,
+                  "Frozen linear weights in f32, or bf16 (bf16 GEMMs with f32 accumulation; adapters stay f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   data_args.add_to(*app);
 }
 
@@ -141,8 +144,8 @@ int TrainCommand::run() {
     config.bias = bias;
     config.modules_to_save = modules_to_save;
     config.base_model_name_or_path = model;
-    check(m.dtype() == DType::f32, "train", "LoRA training needs an f32 base model for now; {} is {}", model,
-          dtype_name(m.dtype()));
+    // Activations, norms and embeddings compute in f32; frozen linear weights stay in f32 or bf16.
+    m.store_weights(base_dtype == "bf16" ? DType::bf16 : DType::f32);
     lora::attach_adapter(m, "default", config, seed);
     params = lora::adapter_parameters(m, "default", config);
   }
@@ -177,7 +180,7 @@ int TrainCommand::run() {
       {"micro_batch_size", micro_batch_size}, {"lr", lr}, {"weight_decay", weight_decay},
       {"max_grad_norm", max_grad_norm}, {"schedule", schedule}, {"warmup", warmup}, {"min_lr_ratio", min_lr_ratio},
       {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"early_stopping", early_stopping}, {"seed", seed},
-      {"data_options", data_args.to_json()}};
+      {"data_options", data_args.to_json()}, {"base_dtype", base_dtype}};
   train::Trainer trainer(m, params, prepared.train, prepared.validation ? &*prepared.validation : nullptr, options,
                          fingerprint.dump(), out);
   if (!resume.empty()) {

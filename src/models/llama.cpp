@@ -205,6 +205,16 @@ void LlamaModel::set_weight(const std::string& name, const Tensor& value) {
   it->second = value.dtype() == it->second.dtype() ? value : ops::to_dtype(value, it->second.dtype());
 }
 
+void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
+  autograd::NoGradGuard no_grad;
+  std::set<std::string> linear;
+  for (const auto& module : linear_modules()) linear.insert(module.path + ".weight");
+  for (auto& [name, w] : weights_) {
+    const DType dtype = linear.count(name) ? linear_dtype : other_dtype;
+    if (w.dtype() != dtype) w = ops::to_dtype(w, dtype);
+  }
+}
+
 std::vector<nn::LoraBranch>& LlamaModel::adapter_slot(const std::string& module) {
   check(weights_.count(module + ".weight"), kPlace, "no module named '{}'", module);
   return adapters_[module];

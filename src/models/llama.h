@@ -79,6 +79,9 @@ class LlamaModel {
   // Replaces a weight (same shape; converted to the model's dtype), for merging and full training.
   void set_weight(const std::string& name, const Tensor& value);
   DType dtype() const { return weight("model.embed_tokens.weight").dtype(); }
+  // Converts the weights once: the linear layers' to linear_dtype (bf16: the bf16 GEMM path for
+  // frozen weights), every other (embeddings, norms, biases) to other_dtype.
+  void store_weights(DType linear_dtype, DType other_dtype = DType::f32);
 
   // Adapters: the branches on each module path (linear layers and "model.embed_tokens").
   std::vector<nn::LoraBranch>& adapter_slot(const std::string& module);

@@ -52,7 +52,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                                                f32(lse), g);
   // The backward needs the output: its own handle on the storage, since holding the recorded
   // output itself would tie it to its own node and leak the graph.
-  const Tensor saved_out = out.as_strided(out.shape(), out.strides(), out.byte_offset());
+  const Tensor saved_out = alias(out);
   return record(OpId::attention, cast_raw(out, q.dtype()), {q, k, v},
                 [qf, kf, vf, m, saved_out, lse, g](const Node& node, const Tensor& grad) {
                   const Tensor dout = contiguous_raw(as_f32(grad));

@@ -28,9 +28,40 @@ GemmOperand gemm_operand(const Tensor& x) {
   return {contiguous_raw(xf), false, std::max<std::int64_t>(cols, 1)};
 }
 
+// a (any float) @ b (a bf16 matrix, a frozen weight or its transpose) -> f32: a is rounded to bf16
+// and the product accumulates in f32 (the bf16 training path).
+Tensor matmul_bf16_weight(const Tensor& a, const Tensor& b) {
+  const std::int64_t m_total = a.numel() / std::max<std::int64_t>(a.size(-1), 1), k = a.size(-1), n = b.size(-1);
+  check(b.size(0) == k, "matmul", "inner dimensions differ: a is {}, b is {}", shape_str(a.shape()), shape_str(b.shape()));
+  const Tensor a16 = cast_raw(contiguous_raw(a), DType::bf16);
+  // b as BLAS sees it: row-major [k, n], or the transpose of a row-major [n, k] (x @ Wᵀ).
+  bool trans_b = false;
+  std::int64_t ldb = 0;
+  Tensor bc = b;
+  if (b.strides()[1] == 1 && b.strides()[0] >= std::max<std::int64_t>(n, 1)) {
+    ldb = b.strides()[0];
+  } else if (b.strides()[0] == 1 && b.strides()[1] >= std::max<std::int64_t>(k, 1)) {
+    trans_b = true;
+    ldb = b.strides()[1];
+  } else {
+    bc = contiguous_raw(b);
+    ldb = std::max<std::int64_t>(n, 1);
+  }
+  Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+  out_shape.push_back(n);
+  Tensor out = empty_f32(out_shape, a.device());
+  LORACPP_KERNEL(a.device(), gemm_bf16)(trans_b, m_total, n, k, a16.data<std::uint16_t>(), std::max<std::int64_t>(k, 1),
+                                        bc.data<std::uint16_t>(), ldb, f32(out), std::max<std::int64_t>(n, 1));
+  return out;
+}
+
 Tensor matmul_raw(const Tensor& a, const Tensor& b) {
   require_floating("matmul", a, "a");
   require_floating("matmul", b, "b");
+  if (b.dtype() == DType::bf16 && b.dim() == 2 && a.dtype() != DType::bf16 && a.dim() >= 2) {
+    require_same_device("matmul", {a, b});
+    return matmul_bf16_weight(a, b);
+  }
   require_same_dtype("matmul", a, b);
   require_same_device("matmul", {a, b});
   check(a.dim() >= 2 && b.dim() >= 2, "matmul", "operands need rank >= 2, got {} and {}", shape_str(a.shape()),
