@@ -2,6 +2,9 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "core/error.h"
+#if defined(LORACPP_WITH_CUDA)
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace loracpp::backend {
 
@@ -13,12 +16,21 @@ KernelTable make_cpu_table() {
 #undef LORACPP_KERNEL_FILL
   return table;
 }
+
+KernelTable make_cuda_table() {
+  KernelTable table;  // without a CUDA backend in this build every slot stays empty
+#if defined(LORACPP_WITH_CUDA)
+  backend::cuda::fill_table(table);
+#endif
+  return table;
+}
+
 }  // namespace
 
 const KernelTable& kernels(Device device) {
   static const KernelTable cpu_table = make_cpu_table();
-  static const KernelTable empty_table;  // no CUDA backend in this build
-  return device == Device::cpu ? cpu_table : empty_table;
+  static const KernelTable cuda_table = make_cuda_table();
+  return device == Device::cpu ? cpu_table : cuda_table;
 }
 
 void missing_kernel(std::string_view name, Device device) {

@@ -5,21 +5,11 @@
 #include <cstdint>
 #include <numbers>
 
+#include "core/counter_hash.h"
 #include "core/tensor.h"
 
 namespace loracpp {
 
-inline std::uint64_t mix64(std::uint64_t x) {  // splitmix64 finaliser
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// Uniform in [0, 1) with 24 random bits, from (seed, index).
-inline float uniform_at(std::uint64_t seed, std::uint64_t index) {
-  return static_cast<float>(mix64(mix64(seed) ^ index) >> 40) * (1.0f / 16777216.0f);
-}
 
 class Rng {
  public:

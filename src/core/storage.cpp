@@ -12,6 +12,9 @@
 #include <cstring>
 
 #include "core/error.h"
+#if defined(LORACPP_WITH_CUDA)
+#include "backend/cuda/cuda_backend.h"  // device memory comes from the CUDA backend's caching allocator
+#endif
 
 namespace loracpp {
 
@@ -66,8 +69,19 @@ BlockCache& block_cache() {
 }  // namespace
 
 std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bool zero_fill) {
-  check(device == Device::cpu, "storage", "cannot allocate on {}: this build has no {} backend",
-        device_name(device), device_name(device));
+  if (device == Device::cuda) {
+#if defined(LORACPP_WITH_CUDA)
+    check(backend::cuda::available(), "storage", "cannot allocate on cuda: {}", backend::cuda::unavailable_reason());
+    std::shared_ptr<Storage> storage(new Storage());
+    storage->data_ = static_cast<std::byte*>(backend::cuda::allocate(nbytes));
+    storage->nbytes_ = nbytes;
+    storage->device_ = Device::cuda;
+    if (zero_fill) backend::cuda::fill_zero(storage->data_, nbytes);
+    return storage;
+#else
+    fail("storage", "cannot allocate on cuda: this build has no CUDA backend (nvcc was not found at build time)");
+#endif
+  }
   std::shared_ptr<Storage> storage(new Storage());
   const std::size_t size = BlockCache::rounded(nbytes);
   void* data = block_cache().take(size);
@@ -111,6 +125,10 @@ std::byte* Storage::mutable_data() {
 Storage::~Storage() {
   if (mapped_) {
     if (data_) ::munmap(data_, nbytes_);
+  } else if (device_ == Device::cuda) {
+#if defined(LORACPP_WITH_CUDA)
+    backend::cuda::release(data_, nbytes_);
+#endif
   } else {
     block_cache().give(data_, BlockCache::rounded(nbytes_));
   }
