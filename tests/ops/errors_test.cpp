@@ -51,8 +51,8 @@ TEST(OpErrors, OutOfRangeIndices) {
 }
 
 TEST(OpErrors, MissingKernelsFailLoudly) {
-  EXPECT_TRUE(throws_with_prefix([] { LORACPP_KERNEL(Device::cuda, rms_norm_forward); },
-                                 "[rms_norm_forward] has no CUDA implementation"));
+  EXPECT_TRUE(throws_with_prefix([] { LORACPP_KERNEL(Device::cuda, layer_norm_forward); },
+                                 "[layer_norm_forward] has no CUDA implementation"));
   EXPECT_TRUE(throws_with_prefix([] { Tensor::zeros({2}, DType::f32, Device::cuda); },
                                  "[storage] cannot allocate on cuda"));
 }
