@@ -27,7 +27,10 @@ class BlockCache {
  public:
   static constexpr std::size_t kMinCached = 1 << 20;    // smaller blocks stay with malloc
   static constexpr std::size_t kGranule = 1 << 16;
-  static constexpr std::size_t kCap = std::size_t{2} << 30;  // cached bytes at most
+  // Cached bytes at most: room for a whole training step's activations, so each step reuses the
+  // last one's blocks instead of faulting in fresh pages (a 2 GB cap cost a third of the speed of
+  // an all-linear LoRA step on the small preset).
+  static constexpr std::size_t kCap = std::size_t{16} << 30;
 
   static std::size_t rounded(std::size_t nbytes) {
     const std::size_t n = std::max<std::size_t>(nbytes, 1);
@@ -42,6 +45,12 @@ class BlockCache {
     blocks_.erase(it);
     cached_ -= size;
     return block;
+  }
+  void trim() {
+    std::lock_guard lock(mutex_);
+    for (auto& [size, block] : blocks_) std::free(block);
+    blocks_.clear();
+    cached_ = 0;
   }
   void give(void* block, std::size_t size) {
     if (size >= kMinCached) {
@@ -67,6 +76,8 @@ BlockCache& block_cache() {
 }
 
 }  // namespace
+
+void Storage::release_cached_blocks() { block_cache().trim(); }
 
 std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bool zero_fill) {
   if (device == Device::cuda) {

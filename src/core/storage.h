@@ -14,6 +14,9 @@ class Storage {
   // Zero-filled unless zero_fill is false (for outputs that are about to be fully written).
   static std::shared_ptr<Storage> allocate(std::size_t nbytes, Device device = Device::cpu, bool zero_fill = true);
   static std::shared_ptr<Storage> map_file(const std::filesystem::path& path);
+  // Freed host blocks are kept for reuse by later allocations of the same size; this returns them
+  // to the system (after a one-off conversion whose blocks no step will ask for again).
+  static void release_cached_blocks();
 
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;

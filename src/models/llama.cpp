@@ -4,6 +4,7 @@
 #include <numbers>
 #include <set>
 
+#include "core/storage.h"
 #include "ops/tape.h"
 
 namespace loracpp::models {
@@ -213,6 +214,7 @@ void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
     const DType dtype = linear.count(name) ? linear_dtype : other_dtype;
     if (w.dtype() != dtype) w = ops::to_dtype(w, dtype);
   }
+  Storage::release_cached_blocks();  // the replaced weights' blocks: no step reuses their sizes
 }
 
 std::vector<nn::LoraBranch>& LlamaModel::adapter_slot(const std::string& module) {
