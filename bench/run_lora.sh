@@ -66,7 +66,7 @@ for dtype in f32 bf16; do
   echo "| forward [2, 512], $dtype | $(echo "$a" | field tokens_per_s) | $(echo "$b" | field tokens_per_s) | $(ratio "$(echo "$a" | field tokens_per_s)" "$(echo "$b" | field tokens_per_s)") |"
 done
 for dtype in f32 bf16; do
-  m=$($ours --preset small --mode generate --tokens 64 --threads "$threads" --dtype $dtype)
-  u=$($ours --preset small --mode generate --tokens 64 --threads "$threads" --dtype $dtype --rank 16 --targets all)
+  m=$($ours --preset small --mode generate --tokens 128 --threads "$threads" --dtype $dtype)
+  u=$($ours --preset small --mode generate --tokens 128 --threads "$threads" --dtype $dtype --rank 16 --targets all)
   echo "| generation (KV cache), $dtype: merged / unmerged r=16 all | $(echo "$m" | field tokens_per_s) / $(echo "$u" | field tokens_per_s) | no generation mode | unmerged costs $(python3 -c "print(f'{100*(1-$(echo "$u" | field tokens_per_s)/$(echo "$m" | field tokens_per_s)):.0f}%')") |"
 done

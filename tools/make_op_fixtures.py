@@ -152,6 +152,10 @@ case("conv2d", lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [rnd(2, 3
 case("max_pool2d", lambda x: F.max_pool2d(x, 2), [rnd(2, 2, 4, 6)])
 case("max_pool2d_padded", lambda x: F.max_pool2d(x, 3, stride=2, padding=1), [rnd(1, 2, 5, 5)])
 case("avg_pool2d_padded", lambda x: F.avg_pool2d(x, 3, stride=2, padding=1), [rnd(1, 2, 5, 6)])
+# ---- fused LoRA linear (last, so the cases above keep their random inputs) ----
+case("lora_linear",
+     lambda x, w, b, a, bb: F.linear(x, w, b) + F.linear(F.linear(x, a), bb) * 1.5,
+     [rnd(2, 3, 6), rnd(5, 6), rnd(5), rnd(2, 6), rnd(5, 2)])
 
 out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ops.json"
 out.parent.mkdir(parents=True, exist_ok=True)

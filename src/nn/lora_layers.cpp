@@ -13,6 +13,16 @@ bool branch_active(const LoraBranch& branch, const ForwardContext& context) {
 Tensor linear_with_adapters(const Tensor& x, const Tensor& weight, const Tensor& bias,
                             std::span<const LoraBranch> branches, const ForwardContext& context,
                             std::uint64_t layer_key) {
+  // One active adapter without dropout: the fused op reads x once and accumulates in place.
+  const LoraBranch* single = nullptr;
+  int active = 0;
+  for (const auto& branch : branches)
+    if (branch_active(branch, context)) {
+      single = &branch;
+      ++active;
+    }
+  if (active == 1 && !(context.training && single->dropout > 0))
+    return ops::lora_linear(x, weight, bias, single->a, single->b, single->effective_scale());
   Tensor y = ops::linear(x, weight, bias);
   std::uint64_t index = 0;
   for (const auto& branch : branches) {

@@ -148,4 +148,85 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return x.dim() == 1 ? reshape(y, {weight.size(0)}) : y;
 }
 
+namespace {
+// Views without recording: a contiguous tensor with another shape, a matrix transposed.
+Tensor view_as(const Tensor& contiguous, const Shape& shape) {
+  return contiguous.as_strided(shape, contiguous_strides(shape), contiguous.byte_offset());
+}
+Tensor transposed(const Tensor& m) {
+  return m.as_strided({m.size(1), m.size(0)}, {m.strides()[1], m.strides()[0]}, m.byte_offset());
+}
+}  // namespace
+
+Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& a, const Tensor& b,
+                   float scale) {
+  trace_op(OpId::lora_linear);
+  constexpr std::string_view op = "lora_linear";
+  require_floating(op, weight, "weight");
+  require_rank(op, weight, 2, "weight");
+  require_rank(op, a, 2, "lora A");
+  require_rank(op, b, 2, "lora B");
+  const std::int64_t in = weight.size(1), out = weight.size(0), r = a.size(0);
+  check(x.defined() && x.dim() >= 1 && x.size(-1) == in, op, "input's last dim must equal weight's in_features {}, got {}",
+        in, x.defined() ? shape_str(x.shape()) : "undefined");
+  check(a.size(1) == in && b.size(0) == out && b.size(1) == r, op,
+        "adapter shapes must be A [r, {}] and B [{}, r], got A {} and B {}", in, out, shape_str(a.shape()),
+        shape_str(b.shape()));
+  check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out), op, "bias must be [{}], got {}", out,
+        bias.defined() ? shape_str(bias.shape()) : "");
+  require_same_device(op, {x, weight, a, b, bias});
+  const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
+  const Tensor x2 = view_as(as_f32(x), {n, in});
+  const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
+  auto gemm = LORACPP_KERNEL(x.device(), gemm);
+  // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
+  // A bf16 weight stays bf16 (the bf16 GEMM path); other dtypes compute in f32.
+  const Tensor w = weight.dtype() == DType::bf16 ? weight : as_f32(weight);
+  Tensor y = matmul_raw(x2, transposed(w));
+  if (bias.defined()) {
+    const Tensor bias_f = contiguous_raw(as_f32(bias));
+    const std::int64_t shape[] = {n, out}, y_strides[] = {out, 1}, b_strides[] = {0, 1};
+    LORACPP_KERNEL(x.device(), binary)(backend::BinaryOp::add, f32(y), y_strides, f32(bias_f), b_strides, f32(y), shape, 2);
+  }
+  Tensor t = empty_f32({n, r}, x.device());
+  gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
+  gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
+  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
+  out_shape.push_back(out);
+  const Tensor result = cast_raw(view_as(y, out_shape), x.dtype());
+  return record(OpId::lora_linear, result, {x, weight, bias, a, b},
+                [x2, t, af, bf, w, scale, n, in, out, r](const Node& node, const Tensor& grad) {
+                  const Tensor g = view_as(as_f32(grad), {n, out});
+                  auto product = LORACPP_KERNEL(g.device(), gemm);
+                  std::vector<Tensor> grads(5);
+                  Tensor u;  // g B [n, r], shared by dx and dA
+                  if (node.needs_grad(0) || node.needs_grad(3)) {
+                    u = empty_f32({n, r}, g.device());
+                    product(false, false, n, r, out, 1.0f, f32(g), out, f32(bf), r, 0.0f, f32(u), r);
+                  }
+                  if (node.needs_grad(0)) {  // dx = g W + scale u A
+                    Tensor dx = matmul_raw(g, w);
+                    product(false, false, n, in, r, scale, f32(u), r, f32(af), in, 1.0f, f32(dx), in);
+                    grads[0] = cast_raw(view_as(dx, node.inputs[0].shape()), node.inputs[0].dtype());
+                  }
+                  if (node.needs_grad(1)) {  // a trainable base weight (not LoRA's case): gᵀ x
+                    Tensor dw = empty_f32({out, in}, g.device());
+                    product(true, false, out, in, n, 1.0f, f32(g), out, f32(x2), in, 0.0f, f32(dw), in);
+                    grads[1] = cast_raw(dw, node.inputs[1].dtype());
+                  }
+                  if (node.needs_grad(2)) grads[2] = cast_raw(sum_to(g, {out}), node.inputs[2].dtype());
+                  if (node.needs_grad(3)) {  // dA = scale uᵀ x
+                    Tensor da = empty_f32({r, in}, g.device());
+                    product(true, false, r, in, n, scale, f32(u), r, f32(x2), in, 0.0f, f32(da), in);
+                    grads[3] = cast_raw(da, node.inputs[3].dtype());
+                  }
+                  if (node.needs_grad(4)) {  // dB = scale gᵀ t
+                    Tensor db = empty_f32({out, r}, g.device());
+                    product(true, false, out, r, n, scale, f32(g), out, f32(t), r, 0.0f, f32(db), r);
+                    grads[4] = cast_raw(db, node.inputs[4].dtype());
+                  }
+                  return grads;
+                });
+}
+
 }  // namespace loracpp::ops

@@ -47,6 +47,11 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., in], weight [out, in], bias [out] (optional) -> [..., out]
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+// x [..., in] -> x Wᵀ + bias + scale (x Aᵀ) Bᵀ in one op, W [out, in] (f32 or bf16), A [r, in],
+// B [out, r]: x is read once for both products, the adapter's product accumulates straight into
+// the output, and the backward pass does the same (a LoRA layer without dropout).
+Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& a, const Tensor& b,
+                   float scale);
 // weight [vocab, dim], ids [...] (i32/i64) -> [..., dim]
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 

@@ -127,6 +127,12 @@ const std::vector<GradCase>& cases() {
          return {{leaf({dim(r), dim(r), in}, r), leaf({out, in}, r), leaf({out}, r)},
                  [](const Inputs& x) { return linear(x[0], x[1], x[2]); }};
        }},
+      {"lora_linear", [](Rng& r) -> Result {
+         const std::int64_t in = dim(r), out = dim(r), rank = dim(r);
+         return {{leaf({dim(r), dim(r), in}, r), leaf({out, in}, r), leaf({out}, r), leaf({rank, in}, r),
+                  leaf({out, rank}, r)},
+                 [](const Inputs& x) { return lora_linear(x[0], x[1], x[2], x[3], x[4], 0.75f); }};
+       }},
       {"embedding", [](Rng& r) -> Result {
          const std::int64_t vocab = dim(r) + 1;
          const Tensor index = ids({dim(r), dim(r)}, vocab, r);

@@ -39,6 +39,7 @@ const std::map<std::string, Builder>& builders() {
       {"matmul_transposed_lhs", [](const Inputs& x) { return matmul(transpose(x[0], -1, -2), x[1]); }},
       {"matmul_transposed_rhs", [](const Inputs& x) { return matmul(x[0], transpose(x[1], -1, -2)); }},
       {"linear", [](const Inputs& x) { return linear(x[0], x[1], x[2]); }},
+      {"lora_linear", [](const Inputs& x) { return lora_linear(x[0], x[1], x[2], x[3], x[4], 1.5f); }},
       {"embedding", [](const Inputs& x) { return embedding(x[0], x[1]); }},
       {"rms_norm", [](const Inputs& x) { return rms_norm(x[0], x[1], 1e-5f); }},
       {"layer_norm", [](const Inputs& x) { return layer_norm(x[0], x[1], x[2], 1e-5f); }},
