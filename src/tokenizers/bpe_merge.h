@@ -16,6 +16,11 @@ struct PairMerge {
   double priority;  // higher merges first (a SentencePiece score, or minus a merge rank)
 };
 
+// The key of an adjacent pair (left, right) of token ids, for tables of merges.
+inline std::uint64_t pair_key(std::int64_t left, std::int64_t right) {
+  return static_cast<std::uint64_t>(left) << 32 | static_cast<std::uint64_t>(right);
+}
+
 // symbols: token ids in text order, merged in place. merge_of(left, right) says whether and how
 // an adjacent pair merges.
 template <class MergeOf>

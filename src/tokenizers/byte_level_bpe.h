@@ -31,9 +31,6 @@ class ByteLevelBpe : public Tokenizer {
  private:
   ByteLevelBpe() = default;
   void encode_piece(std::string_view bytes, std::vector<std::int64_t>& out) const;
-  static std::uint64_t pair_key(std::int64_t a, std::int64_t b) {
-    return static_cast<std::uint64_t>(a) << 32 | static_cast<std::uint64_t>(b);
-  }
   JsonVocabulary vocab_;
   std::unordered_map<std::uint64_t, PairMerge> merges_;  // (left, right) -> merged id, minus its rank
   std::array<std::int64_t, 256> byte_ids_{};              // byte -> its piece's id

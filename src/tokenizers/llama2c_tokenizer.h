@@ -32,9 +32,6 @@ class Llama2cTokenizer : public Tokenizer {
  private:
   std::int64_t lookup(const std::string& piece) const;
   void index_pairs();
-  static std::uint64_t pair_key(std::int64_t a, std::int64_t b) {
-    return static_cast<std::uint64_t>(a) << 32 | static_cast<std::uint64_t>(b);
-  }
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::unordered_map<std::string, std::int64_t> ids_;

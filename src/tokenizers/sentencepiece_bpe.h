@@ -30,9 +30,6 @@ class SentencePieceBpe : public Tokenizer {
   SentencePieceBpe() = default;
   // One normalised word (▁ for spaces) -> ids.
   void encode_word(std::string_view word, std::vector<std::int64_t>& out) const;
-  static std::uint64_t pair_key(std::int64_t a, std::int64_t b) {
-    return static_cast<std::uint64_t>(a) << 32 | static_cast<std::uint64_t>(b);
-  }
   struct NormalizerStep {
     enum class Kind { prepend, replace, unicode } kind;
     std::string from, to;  // prepend: to; replace: from -> to
