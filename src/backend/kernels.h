@@ -11,12 +11,22 @@
 
 #include "core/device.h"
 #include "core/dtype.h"
+#include "core/host_device.h"
 
 namespace loracpp::backend {
 
 using i64 = std::int64_t;
 
 enum class BinaryOp : std::uint8_t { add, sub, mul, div };
+LORACPP_HOST_DEVICE inline float apply_binary(BinaryOp op, float a, float b) {
+  switch (op) {
+    case BinaryOp::add: return a + b;
+    case BinaryOp::sub: return a - b;
+    case BinaryOp::mul: return a * b;
+    case BinaryOp::div: return a / b;
+  }
+  return 0;
+}
 enum class UnaryOp : std::uint8_t { silu, gelu_tanh, gelu_erf };
 // half: HuggingFace layout, pairs (i, i + d/2); interleaved: llama2.c/GGUF layout, pairs (2i, 2i+1).
 enum class RopeLayout : std::uint8_t { half, interleaved };
@@ -155,6 +165,12 @@ struct GemmCounters {
   }
 };
 GemmCounters& gemm_counters();
+// Every GEMM kernel, on every backend, counts itself here.
+inline void count_gemm(i64 m, i64 n, i64 k) {
+  auto& counters = gemm_counters();
+  counters.calls += 1;
+  counters.flops += static_cast<std::uint64_t>(2 * m * n * k);
+}
 
 }  // namespace loracpp::backend
 

@@ -3,11 +3,7 @@
 // and the CPU and CUDA backends draw the same dropout masks. Callable from device code.
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define LORACPP_HOST_DEVICE __host__ __device__
-#else
-#define LORACPP_HOST_DEVICE
-#endif
+#include "core/host_device.h"
 
 namespace loracpp {
 

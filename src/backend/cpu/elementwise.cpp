@@ -8,15 +8,6 @@
 namespace loracpp::backend::cpu {
 
 namespace {
-inline float apply(BinaryOp op, float a, float b) {
-  switch (op) {
-    case BinaryOp::add: return a + b;
-    case BinaryOp::sub: return a - b;
-    case BinaryOp::mul: return a * b;
-    case BinaryOp::div: return a / b;
-  }
-  return 0;
-}
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
@@ -33,12 +24,12 @@ void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, c
   const bool b_dense = Shape(b_strides, b_strides + rank) == contiguous;
   if (a_dense && b_dense) {
 #pragma omp parallel for if (n > 65536)
-    for (i64 i = 0; i < n; ++i) out[i] = apply(op, a[i], b[i]);
+    for (i64 i = 0; i < n; ++i) out[i] = apply_binary(op, a[i], b[i]);
     return;
   }
   // Broadcast: rows of the innermost dim in parallel; each row finds its input offsets once.
   if (rank == 0 || n == 0) {
-    if (n) out[0] = apply(op, a[0], b[0]);
+    if (n) out[0] = apply_binary(op, a[0], b[0]);
     return;
   }
   const i64 cols = dims[static_cast<std::size_t>(rank - 1)], rows = n / cols;
@@ -53,7 +44,7 @@ void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, c
       bo += index * b_strides[d];
     }
     float* o = out + row * cols;
-    for (i64 c = 0; c < cols; ++c) o[c] = apply(op, a[ao + c * a_step], b[bo + c * b_step]);
+    for (i64 c = 0; c < cols; ++c) o[c] = apply_binary(op, a[ao + c * a_step], b[bo + c * b_step]);
   }
 }
 

@@ -10,9 +10,7 @@ constexpr i64 kSmallProduct = i64{1} << 16;  // multiply-adds below which a plai
 
 void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b,
           i64 ldb, float beta, float* c, i64 ldc) {
-  auto& counters = gemm_counters();
-  counters.calls += 1;
-  counters.flops += static_cast<std::uint64_t>(2 * m * n * k);
+  count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
   if (m * n * k <= kSmallProduct) {  // e.g. a LoRA branch on one token: a library call costs more than the work
     for (i64 i = 0; i < m; ++i)

@@ -50,9 +50,7 @@ OneDnn& onednn() {
 
 void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b, i64 ldb,
                float* c, i64 ldc) {
-  auto& counters = gemm_counters();
-  counters.calls += 1;
-  counters.flops += static_cast<std::uint64_t>(2 * m * n * k);
+  count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
 #if defined(LORACPP_HAVE_ONEDNN)
   auto& dnn = onednn();

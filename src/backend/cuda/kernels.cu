@@ -92,15 +92,6 @@ __global__ void copy_strided_kernel(const char* src, char* dst, Dims dims, i64 n
 }
 
 // ---- element-wise ----
-__device__ float apply(BinaryOp op, float a, float b) {
-  switch (op) {
-    case BinaryOp::add: return a + b;
-    case BinaryOp::sub: return a - b;
-    case BinaryOp::mul: return a * b;
-    case BinaryOp::div: return a / b;
-  }
-  return 0;
-}
 
 __global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, Dims dims, i64 n) {
   LORACPP_GRID_STRIDE(i, n) {
@@ -111,7 +102,7 @@ __global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float
       ai += index * dims.a[d];
       bi += index * dims.b[d];
     }
-    out[i] = apply(op, a[ai], b[bi]);
+    out[i] = apply_binary(op, a[ai], b[bi]);
   }
 }
 
@@ -335,9 +326,7 @@ void copy_strided(const void* src, const i64* src_strides, void* dst, const i64*
 // Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ: cuBLAS gets the operands swapped.
 void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b,
           i64 ldb, float beta, float* c, i64 ldc) {
-  auto& counters = gemm_counters();
-  counters.calls += 1;
-  counters.flops += static_cast<std::uint64_t>(2 * m * n * k);
+  count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
   if (cublasSgemm(blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
                   static_cast<int>(m), static_cast<int>(k), &alpha, b, static_cast<int>(ldb), a, static_cast<int>(lda),
@@ -347,9 +336,7 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
 
 void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b, i64 ldb,
                float* c, i64 ldc) {
-  auto& counters = gemm_counters();
-  counters.calls += 1;
-  counters.flops += static_cast<std::uint64_t>(2 * m * n * k);
+  count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
   const float one = 1.0f, zero = 0.0f;
   if (cublasGemmEx(blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
