@@ -77,6 +77,19 @@ inline float exp_shifted(const float* x, float shift, float scale, float* out, s
   return sum;
 }
 
+// s[i] = 1 / (1 + exp(-x[i])), through the same exp.
+inline void sigmoid_array(const float* x, float* s, std::int64_t n) {
+  std::int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = fast_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(x + i)));
+    _mm512_storeu_ps(s + i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+  }
+#endif
+  for (; i < n; ++i) s[i] = 1.0f / (1.0f + fast_exp(-x[i]));
+}
+
 }  // namespace loracpp::backend::cpu
 
 #pragma GCC diagnostic pop
