@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake pkg-config
   libopenblas-openmp-dev
-  libdnnl-dev
+  libdnnl-dev ocl-icd-opencl-dev  # oneDNN for bf16 GEMMs; its CMake package needs the OpenCL headers
   nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libicu-dev
   libgtest-dev libbenchmark-dev
   bible-kjv fortunes fortunes-min sentencepiece
