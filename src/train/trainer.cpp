@@ -135,7 +135,6 @@ double Trainer::train_step() {
     loss_sum += loss.item() * share;
     autograd::backward(ops::scale(loss, share));
   }
-  last_trained_tokens_ = trained;
   return loss_sum;
 }
 

@@ -81,7 +81,6 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   data::BatchOrder order_;
   std::int64_t step_ = 0;
-  std::int64_t last_trained_tokens_ = 0;
   double best_eval_ = 1e30;
   std::int64_t evals_without_improvement_ = 0;
 };

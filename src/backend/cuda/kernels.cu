@@ -78,15 +78,22 @@ __global__ void convert_kernel(const void* src, DType s, void* dst, DType d, i64
   LORACPP_GRID_STRIDE(i, n) store_from_double(dst, d, i, load_as_double(src, s, i));
 }
 
+// The element offsets, through strides a and b, of the i-th element of dims.shape in row-major order.
+__device__ void strided_offsets(const Dims& dims, i64 i, i64& a, i64& b) {
+  a = 0;
+  b = 0;
+  for (int d = dims.rank - 1; d >= 0; --d) {
+    const i64 index = i % dims.shape[d];
+    i /= dims.shape[d];
+    a += index * dims.a[d];
+    b += index * dims.b[d];
+  }
+}
+
 __global__ void copy_strided_kernel(const char* src, char* dst, Dims dims, i64 n, int element) {
   LORACPP_GRID_STRIDE(i, n) {
-    i64 rest = i, from = 0, to = 0;
-    for (int d = dims.rank - 1; d >= 0; --d) {
-      const i64 index = rest % dims.shape[d];
-      rest /= dims.shape[d];
-      from += index * dims.a[d];
-      to += index * dims.b[d];
-    }
+    i64 from = 0, to = 0;
+    strided_offsets(dims, i, from, to);
     for (int byte = 0; byte < element; ++byte) dst[to * element + byte] = src[from * element + byte];
   }
 }
@@ -95,13 +102,8 @@ __global__ void copy_strided_kernel(const char* src, char* dst, Dims dims, i64 n
 
 __global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float* out, Dims dims, i64 n) {
   LORACPP_GRID_STRIDE(i, n) {
-    i64 rest = i, ai = 0, bi = 0;
-    for (int d = dims.rank - 1; d >= 0; --d) {
-      const i64 index = rest % dims.shape[d];
-      rest /= dims.shape[d];
-      ai += index * dims.a[d];
-      bi += index * dims.b[d];
-    }
+    i64 ai = 0, bi = 0;
+    strided_offsets(dims, i, ai, bi);
     out[i] = apply_binary(op, a[ai], b[bi]);
   }
 }
