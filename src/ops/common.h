@@ -13,6 +13,7 @@ namespace loracpp::ops::detail {
 using backend::i64;
 // What every op file uses to record itself.
 using autograd::Node;
+using autograd::BackwardReads;
 using autograd::record;
 using autograd::trace_op;
 

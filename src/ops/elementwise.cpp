@@ -57,7 +57,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
     const Tensor &x = n.inputs[0], &y = n.inputs[1];
     return std::vector<Tensor>{n.needs_grad(0) ? sum_to(mul(g, y), x.shape()) : Tensor(),
                                n.needs_grad(1) ? sum_to(mul(g, x), y.shape()) : Tensor()};
-  });
+  }, BackwardReads::inputs);
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
@@ -68,7 +68,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
     return std::vector<Tensor>{
         n.needs_grad(0) ? sum_to(div(g, y), x.shape()) : Tensor(),
         n.needs_grad(1) ? sum_to(scale(div(mul(g, x), mul(y, y)), -1.0f), y.shape()) : Tensor()};
-  });
+  }, BackwardReads::inputs);
 }
 
 Tensor scale(const Tensor& x, float alpha) {

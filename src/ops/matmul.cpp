@@ -128,7 +128,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
       }
     }
     return grads;
-  });
+  }, BackwardReads::inputs);
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {

@@ -22,10 +22,27 @@ bool should_record(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-Tensor record(ops::OpId op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward) {
+namespace {
+// An input's shape, dtype and producing node without its storage. A trainable leaf stays itself.
+Tensor handle_without_storage(const Tensor& input) {
+  if (!input.defined() || (input.is_leaf() && input.requires_grad())) return input;
+  const TensorImpl& impl = input.impl();
+  auto handle = std::make_shared<TensorImpl>();
+  handle->shape = impl.shape;
+  handle->strides = impl.strides;
+  handle->dtype = impl.dtype;
+  handle->requires_grad = impl.requires_grad;
+  handle->grad_fn = impl.grad_fn;
+  return Tensor(std::move(handle));
+}
+}  // namespace
+
+Tensor record(ops::OpId op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward, BackwardReads reads) {
   if (!should_record(inputs)) return output;
-  for (const auto& input : inputs)
+  for (auto& input : inputs) {
     check(!input.defined() || !input.same_as(output), ops::op_name(op), "records its input as its own output");
+    if (reads == BackwardReads::shapes) input = handle_without_storage(input);
+  }
   auto node = std::make_shared<Node>();
   node->op = op;
   node->sequence = g_sequence++;

@@ -22,6 +22,10 @@ using BackwardFn = std::function<std::vector<Tensor>(const Node& node, const Ten
 struct Node {
   ops::OpId op;
   std::uint64_t sequence;
+  // Each input as the backward pass needs it: a trainable leaf itself (its gradient lands there);
+  // any other tensor as a handle with its shape, dtype and producing node but, unless the op
+  // records with BackwardReads::inputs, without its storage, so that a node keeps alive only what
+  // its backward function captured.
   std::vector<Tensor> inputs;
   BackwardFn backward;
   bool needs_grad(std::size_t input) const { return inputs[input].defined() && inputs[input].requires_grad(); }
@@ -44,8 +48,13 @@ class NoGradGuard {
 // True when grad mode is on and some input requires grad.
 bool should_record(const std::vector<Tensor>& inputs);
 
+// Whether a backward function reads its inputs' values through node.inputs (mul, div, matmul) or
+// only their shapes and dtypes (every op that captures what it needs).
+enum class BackwardReads { shapes, inputs };
+
 // Makes output the result of a recorded op when should_record(inputs); returns output either way.
-Tensor record(ops::OpId op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward);
+Tensor record(ops::OpId op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward,
+              BackwardReads reads = BackwardReads::shapes);
 
 // Op tracing, for coverage checks: while a TraceScope is alive, every trace_op() call is counted.
 void trace_op(ops::OpId op);
