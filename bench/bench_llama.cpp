@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
     const Tensor x = Tensor::from_ints(inputs, {p.batch, p.seq}), y = Tensor::from_ints(next, {p.batch, p.seq});
     double loss = 0;
     auto step = [&] {
-      const Tensor l = ops::cross_entropy(model->forward(x, nullptr, false, {.training = true}), y);
+      const Tensor l = model->token_loss(x, y, {.training = true});
       autograd::backward(l);
       optimizer.step();
       optimizer.zero_grad();

@@ -156,6 +156,10 @@ case("avg_pool2d_padded", lambda x: F.avg_pool2d(x, 3, stride=2, padding=1), [rn
 case("lora_linear",
      lambda x, w, b, a, bb: F.linear(x, w, b) + F.linear(F.linear(x, a), bb) * 1.5,
      [rnd(2, 3, 6), rnd(5, 6), rnd(5), rnd(2, 6), rnd(5, 2)])
+# ---- fused output layer and cross-entropy (appended, for the same reason) ----
+case("linear_cross_entropy",
+     lambda x, w, t: F.cross_entropy(F.linear(x, w).reshape(-1, 9), t.reshape(-1), ignore_index=-100),
+     [rnd(2, 4, 6, lo=-2, hi=2), rnd(9, 6, lo=-2, hi=2), torch.tensor([[3, 8, -100, 0], [5, 5, 1, -100]])])
 
 out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ops.json"
 out.parent.mkdir(parents=True, exist_ok=True)

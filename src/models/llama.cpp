@@ -299,6 +299,13 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
 }
 
 Tensor LlamaModel::forward(const Tensor& ids, KVCache* cache, bool last_only, const nn::ForwardContext& context) const {
+  const Tensor x = hidden_states(ids, cache, last_only, context);
+  if (config_.tie_word_embeddings) return ops::linear(x, weight("model.embed_tokens.weight"));
+  return project("lm_head", x, context);
+}
+
+Tensor LlamaModel::hidden_states(const Tensor& ids, KVCache* cache, bool last_only,
+                                 const nn::ForwardContext& context) const {
   using namespace ops;
   check(ids.dim() == 2, kPlace, "ids must be [batch, seq], got {}", shape_str(ids.shape()));
   const std::int64_t seq = ids.size(1);
@@ -319,9 +326,7 @@ Tensor LlamaModel::forward(const Tensor& ids, KVCache* cache, bool last_only, co
   }
   if (cache) cache->length += seq;
   if (last_only) x = slice(x, 1, seq - 1, seq);
-  x = rms_norm(x, weight("model.norm.weight"), eps);
-  if (config_.tie_word_embeddings) return linear(x, weight("model.embed_tokens.weight"));
-  return project("lm_head", x, context);
+  return rms_norm(x, weight("model.norm.weight"), eps);
 }
 
 Tensor LlamaModel::loss(const Tensor& ids, const nn::ForwardContext& context) const {
@@ -335,8 +340,19 @@ Tensor LlamaModel::loss(const Tensor& ids, const Tensor& targets, const nn::Forw
   const std::int64_t seq = ids.size(1);
   check(targets.shape() == Shape{ids.size(0), seq - 1}, kPlace, "targets must be [{}, {}], got {}", ids.size(0),
         seq - 1, shape_str(targets.shape()));
-  const Tensor logits = forward(contiguous(slice(ids, 1, 0, seq - 1)), nullptr, false, context);
-  return cross_entropy(logits, targets);
+  return token_loss(contiguous(slice(ids, 1, 0, seq - 1)), targets, context);
+}
+
+Tensor LlamaModel::token_loss(const Tensor& inputs, const Tensor& targets, const nn::ForwardContext& context,
+                              std::int64_t ignore_index) const {
+  check(inputs.dim() == 2 && targets.shape() == inputs.shape(), kPlace, "inputs and targets must be [batch, seq] alike, got {} and {}",
+        shape_str(inputs.shape()), shape_str(targets.shape()));
+  const auto head_adapters = adapters_.find("lm_head");
+  if (!config_.tie_word_embeddings && head_adapters != adapters_.end() && !head_adapters->second.empty())
+    return ops::cross_entropy(forward(inputs, nullptr, false, context), targets, ignore_index);
+  const Tensor x = hidden_states(inputs, nullptr, false, context);
+  return ops::linear_cross_entropy(x, weight(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
+                                   targets, ignore_index);
 }
 
 }  // namespace loracpp::models

@@ -98,12 +98,19 @@ class LlamaModel {
   // explicit targets [batch, seq-1] where ignore_index marks positions without loss.
   Tensor loss(const Tensor& ids, const nn::ForwardContext& context = {}) const;
   Tensor loss(const Tensor& ids, const Tensor& targets, const nn::ForwardContext& context = {}) const;
+  // Mean cross-entropy of targets [batch, seq] given inputs [batch, seq] (position t predicts
+  // targets[t]; ignore_index marks positions without loss). Without an adapter on the output layer
+  // the logits are never held whole: the head and the loss run fused, in chunks of rows.
+  Tensor token_loss(const Tensor& inputs, const Tensor& targets, const nn::ForwardContext& context = {},
+                    std::int64_t ignore_index = -100) const;
   KVCache make_cache(std::int64_t batch, std::int64_t capacity, DType dtype = DType::f32) const;
 
   // The linear layers a LoRA adapter can target, by their short names (q_proj, ..., down_proj).
   static const std::vector<std::string>& target_modules();
 
  private:
+  // The final normed hidden states [batch, seq (or 1 with last_only), hidden], before the head.
+  Tensor hidden_states(const Tensor& ids, KVCache* cache, bool last_only, const nn::ForwardContext& context) const;
   Tensor attention(std::int64_t layer, const Tensor& x, KVCache* cache, const nn::ForwardContext& context) const;
   Tensor project(const std::string& module, const Tensor& x, const nn::ForwardContext& context) const;
   LlamaConfig config_;

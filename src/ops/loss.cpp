@@ -40,4 +40,75 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
                 });
 }
 
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, std::int64_t ignore_index,
+                            std::int64_t chunk_rows) {
+  trace_op(OpId::linear_cross_entropy);
+  constexpr std::string_view op = "linear_cross_entropy";
+  require_floating(op, x, "input");
+  require_floating(op, weight, "weight");
+  require_rank(op, weight, 2, "weight");
+  require_integer(op, targets, "targets");
+  require_same_device(op, {x, weight, targets});
+  const std::int64_t vocab = weight.size(0), in = weight.size(1);
+  check(x.dim() >= 1 && x.size(-1) == in, op, "input's last dim must equal weight's in_features {}, got {}", in,
+        shape_str(x.shape()));
+  const Shape rows_shape(x.shape().begin(), x.shape().end() - 1);
+  check(targets.shape() == rows_shape, op, "targets must have shape {} for input {}, got {}", shape_str(rows_shape),
+        shape_str(x.shape()), shape_str(targets.shape()));
+  check(chunk_rows >= 0, op, "chunk_rows must be >= 0, got {}", chunk_rows);
+  const std::int64_t rows = shape_numel(rows_shape);
+  const Tensor ids = checked_ids(op, targets, vocab, ignore_index);
+  std::int64_t count = 0;
+  for (std::int64_t i = 0; i < rows; ++i) count += ids.data<std::int64_t>()[i] != ignore_index;
+  const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
+
+  const bool recording = autograd::should_record({x, weight});
+  const bool grad_x = recording && x.requires_grad(), grad_w = recording && weight.requires_grad();
+  const Tensor xf = as_f32(x);
+  const Tensor x2 = xf.as_strided({rows, in}, {in, 1}, xf.byte_offset());
+  const Tensor w = weight.dtype() == DType::bf16 ? weight : contiguous_raw(as_f32(weight));
+  const Tensor wt = w.as_strided({in, vocab}, {1, in}, w.byte_offset());
+  const std::int64_t chunk =
+      std::max<std::int64_t>(1, chunk_rows > 0 ? chunk_rows : (std::int64_t{4} << 20) / std::max<std::int64_t>(vocab, 1));
+  const Device device = x.device();
+  Tensor losses = zeros_f32({rows}, device), lse = zeros_f32({rows}, device);
+  Tensor dx = grad_x ? empty_f32({rows, in}, device) : Tensor();
+  Tensor dw = grad_w ? zeros_f32({vocab, in}, device) : Tensor();
+  {
+    autograd::NoGradGuard no_grad;
+    const auto* id = ids.data<std::int64_t>();
+    for (std::int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const std::int64_t m = std::min(chunk, rows - r0);
+      const Tensor xc = x2.as_strided({m, in}, {in, 1}, x2.byte_offset() + static_cast<std::size_t>(r0 * in) * 4);
+      Tensor logits = matmul(xc, wt);
+      LORACPP_KERNEL(device, cross_entropy_forward)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0, m, vocab,
+                                                    ignore_index);
+      if (!grad_x && !grad_w) continue;
+      // The chunk's gradient of the mean loss, for an upstream gradient of 1, over its own logits.
+      LORACPP_KERNEL(device, cross_entropy_backward)(f32(logits), id + r0, f32(lse) + r0, inv_count, f32(logits), m,
+                                                     vocab, ignore_index);
+      if (grad_x) assign(slice(dx, 0, r0, r0 + m), matmul(logits, w));
+      if (grad_w)
+        LORACPP_KERNEL(device, gemm)(true, false, vocab, in, m, 1.0f, f32(logits), vocab, f32(xc), in, 1.0f, f32(dw),
+                                     in);
+    }
+  }
+  Tensor total = zeros_f32({}, device), loss = zeros_f32({}, device);
+  LORACPP_KERNEL(device, sum_rows)(f32(losses), f32(total), 1, rows);
+  LORACPP_KERNEL(device, scale)(f32(total), inv_count, f32(loss), 1);
+  return record(OpId::linear_cross_entropy, cast_raw(loss, x.dtype()), {x, weight},
+                [dx, dw](const Node& node, const Tensor& g) {
+                  const float upstream = g.item();
+                  std::vector<Tensor> grads(2);
+                  if (node.needs_grad(0)) {
+                    const Shape& shape = node.inputs[0].shape();
+                    const Tensor scaled = scale(dx, upstream);
+                    grads[0] = cast_raw(scaled.as_strided(shape, contiguous_strides(shape), scaled.byte_offset()),
+                                        node.inputs[0].dtype());
+                  }
+                  if (node.needs_grad(1)) grads[1] = cast_raw(scale(dw, upstream), node.inputs[1].dtype());
+                  return grads;
+                });
+}
+
 }  // namespace loracpp::ops

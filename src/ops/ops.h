@@ -70,6 +70,13 @@ Tensor dropout(const Tensor& x, float p, std::uint64_t seed, bool training = tru
 // ---- losses ----
 // logits [..., vocab], targets [...] (i32/i64): mean over targets != ignore_index (0 when none).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index = -100);
+// cross_entropy(linear(x, weight), targets) without ever holding all the logits: x [..., in],
+// weight [vocab, in] (f32, or bf16 for the bf16 path), targets [...]. Rows go through in chunks of
+// chunk_rows (0: as many as fit about 4M logits); when x or the weight needs a gradient, the chunk's
+// gradients are made in the forward pass while its logits are at hand, and the backward pass only
+// scales them by the upstream gradient.
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
+                            std::int64_t ignore_index = -100, std::int64_t chunk_rows = 0);
 
 // ---- attention ----
 struct RopeOptions {

@@ -76,8 +76,8 @@ EvalResult evaluate(const models::LlamaModel& model, const data::TokenDataset& d
     for (std::int64_t i = start; i < std::min(start + batch_size, dataset.sequences()); ++i) indices.push_back(i);
     const Batch batch = make_batch(dataset, indices);
     if (batch.trained == 0) continue;
-    const Tensor logits = model.forward(batch.inputs, nullptr, false, {.attention_mask = batch.attention_mask});
-    const double loss = ops::cross_entropy(logits, batch.targets, data::kIgnore).item();
+    const double loss =
+        model.token_loss(batch.inputs, batch.targets, {.attention_mask = batch.attention_mask}, data::kIgnore).item();
     total += loss * static_cast<double>(batch.trained);
     tokens += batch.trained;
   }
@@ -129,8 +129,7 @@ double Trainer::train_step() {
         .training = true,
         .seed = mix64(options_.seed ^ mix64(static_cast<std::uint64_t>(step_ * 1009 + micro))),
         .attention_mask = batch.attention_mask};
-    const Tensor logits = model_.forward(batch.inputs, nullptr, false, context);
-    const Tensor loss = ops::cross_entropy(logits, batch.targets, data::kIgnore);
+    const Tensor loss = model_.token_loss(batch.inputs, batch.targets, context, data::kIgnore);
     const float share = static_cast<float>(batch.trained) / static_cast<float>(trained);
     loss_sum += loss.item() * share;
     autograd::backward(ops::scale(loss, share));

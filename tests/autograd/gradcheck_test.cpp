@@ -178,6 +178,16 @@ const std::vector<GradCase>& cases() {
          return {{leaf({rows, vocab}, r, -2.0f, 2.0f)},
                  [targets](const Inputs& x) { return cross_entropy(x[0], targets); }};
        }},
+      {"linear_cross_entropy", [](Rng& r) -> Result {
+         const std::int64_t in = dim(r), vocab = dim(r) + 1, chunk = pick(r, {0, 1, 2});
+         Tensor targets = ids({2, dim(r) + 1}, vocab, r);
+         auto values = targets.to_ints();
+         values[1] = -100;  // one ignored row
+         targets = Tensor::from_ints(values, targets.shape());
+         return {{leaf({2, targets.size(1), in}, r), leaf({vocab, in}, r)}, [targets, chunk](const Inputs& x) {
+                   return linear_cross_entropy(x[0], x[1], targets, -100, chunk);
+                 }};
+       }},
       {"rope", [](Rng& r) -> Result {
          const auto layout = r.uniform() < 0.5f ? RopeLayout::half : RopeLayout::interleaved;
          const std::int64_t offset = pick(r, {0, 3});

@@ -184,6 +184,34 @@ TEST(Adapter, SeveralAdaptersScaleAndCombine) {
   EXPECT_EQ(combined.rank_for("model.layers.0.self_attn.q_proj"), 4);
 }
 
+// The training loss runs the output layer fused with the cross-entropy, in chunks; an adapter on
+// the output layer takes the plain path. Both must give what forward + cross_entropy give.
+TEST(Adapter, TokenLossEqualsTheLossOfTheLogitsWithTheSameGradients) {
+  for (const auto& targets_list : {std::vector<std::string>{"q_proj", "v_proj"}, std::vector<std::string>{"lm_head"}}) {
+    auto model = base_model();
+    const auto config = config_for(targets_list);
+    attach_adapter(*model, "default", config, 1);
+    randomise_b(*model, "default", 2);
+    const Tensor inputs = ops::slice(kIds, 1, 0, 6), targets = ops::contiguous(ops::slice(kIds, 1, 1, 7));
+    auto loss_and_grads = [&](bool fused) {
+      const auto params = adapter_parameters(*model, "default", config);
+      for (auto p : params) p.tensor.set_grad(Tensor());
+      const Tensor loss = fused ? model->token_loss(ops::contiguous(inputs), targets)
+                                : ops::cross_entropy(model->forward(ops::contiguous(inputs)), targets);
+      autograd::backward(loss);
+      std::vector<float> out{loss.item()};
+      for (const auto& p : params) {
+        const auto g = p.tensor.grad().to_floats();
+        out.insert(out.end(), g.begin(), g.end());
+      }
+      return out;
+    };
+    const auto fused = loss_and_grads(true), plain = loss_and_grads(false);
+    ASSERT_EQ(fused.size(), plain.size());
+    for (std::size_t i = 0; i < fused.size(); ++i) ASSERT_NEAR(fused[i], plain[i], 1e-5f) << targets_list[0] << " " << i;
+  }
+}
+
 TEST(AdapterErrors, MalformedConfigsAreRefused) {
   testing::TempDir dir;
   std::filesystem::copy(testing::fixture_path("lora/peft_adapter"), dir / "a");

@@ -53,6 +53,8 @@ const std::map<std::string, Builder>& builders() {
       {"dropout_eval", [](const Inputs& x) { return dropout(x[0], 0.3f, 1, /*training=*/false); }},
       {"cross_entropy", [](const Inputs& x) { return cross_entropy(scale(x[0], 2.0f), x[1]); }},
       {"cross_entropy_3d", [](const Inputs& x) { return cross_entropy(scale(x[0], 2.0f), x[1]); }},
+      // Three rows per chunk: eight rows go through as 3 + 3 + 2.
+      {"linear_cross_entropy", [](const Inputs& x) { return linear_cross_entropy(x[0], x[1], x[2], -100, 3); }},
       {"rope_half", [](const Inputs& x) { return rope(x[0], {.theta = 10000.0f, .position_offset = 3}); }},
       {"rope_interleaved",
        [](const Inputs& x) { return rope(x[0], {.theta = 500.0f, .layout = RopeLayout::interleaved}); }},
