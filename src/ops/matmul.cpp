@@ -114,21 +114,23 @@ Tensor matmul_raw(const Tensor& a, const Tensor& b) {
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   trace_op(OpId::matmul);
-  return record(OpId::matmul, matmul_raw(a, b), {a, b}, [](const Node& node, const Tensor& g) {
-    const Tensor &x = node.inputs[0], &y = node.inputs[1];
+  // Each operand is kept for the other's gradient only: the input of a frozen weight is not kept.
+  const Tensor keep_a = b.requires_grad() ? a : Tensor(), keep_b = a.requires_grad() ? b : Tensor();
+  return record(OpId::matmul, matmul_raw(a, b), {a, b}, [keep_a, keep_b](const Node& node, const Tensor& g) {
+    const Shape &x_shape = node.inputs[0].shape(), &y_shape = node.inputs[1].shape();
     std::vector<Tensor> grads(2);
     // dx = g @ y^T; only computed when x needs it.
-    if (node.needs_grad(0)) grads[0] = sum_to(matmul(g, transpose(y, -1, -2)), x.shape());
+    if (node.needs_grad(0)) grads[0] = sum_to(matmul(g, transpose(keep_b, -1, -2)), x_shape);
     // dy = x^T @ g; never computed for a frozen y (the LoRA rule).
     if (node.needs_grad(1)) {
-      if (y.dim() == 2 && x.dim() > 2) {  // fold the batch: one GEMM with the batch as the inner dim
-        grads[1] = matmul(transpose(reshape(x, {-1, x.size(-1)}), 0, 1), reshape(g, {-1, g.size(-1)}));
+      if (y_shape.size() == 2 && x_shape.size() > 2) {  // fold the batch: one GEMM with the batch as the inner dim
+        grads[1] = matmul(transpose(reshape(keep_a, {-1, keep_a.size(-1)}), 0, 1), reshape(g, {-1, g.size(-1)}));
       } else {
-        grads[1] = sum_to(matmul(transpose(x, -1, -2), g), y.shape());
+        grads[1] = sum_to(matmul(transpose(keep_a, -1, -2), g), y_shape);
       }
     }
     return grads;
-  }, BackwardReads::inputs);
+  });
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
