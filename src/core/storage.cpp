@@ -130,6 +130,7 @@ std::shared_ptr<Storage> Storage::map_file(const std::filesystem::path& path) {
 
 std::byte* Storage::mutable_data() {
   check(!mapped_, "storage", "this storage is a read-only file mapping and cannot be written");
+  version_.fetch_add(1, std::memory_order_relaxed);
   return data_;
 }
 

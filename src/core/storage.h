@@ -1,5 +1,7 @@
 #pragma once
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 
@@ -23,8 +25,10 @@ class Storage {
   ~Storage();
 
   const std::byte* data() const { return data_; }
-  // Throws for a read-only mapping: frozen files are never written through.
+  // Throws for a read-only mapping: frozen files are never written through. Each call counts as a
+  // write: version() changes, so caches derived from the contents know they may be stale.
   std::byte* mutable_data();
+  std::uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   std::size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
   bool read_only() const { return mapped_; }
@@ -35,6 +39,7 @@ class Storage {
   std::size_t nbytes_ = 0;
   Device device_ = Device::cpu;
   bool mapped_ = false;
+  std::atomic<std::uint64_t> version_{0};
 };
 
 }  // namespace loracpp

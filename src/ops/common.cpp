@@ -54,6 +54,30 @@ Tensor as_f32(const Tensor& x) {
   return out;
 }
 
+Tensor as_bf16(const Tensor& x) {
+  if (x.dtype() == DType::bf16 && x.is_contiguous()) return x;
+  struct Rounded {
+    std::weak_ptr<Storage> source;
+    std::uint64_t version = 0;
+    std::size_t byte_offset = 0;
+    Shape shape, strides;
+    DType dtype = DType::f32;
+    Tensor copy;
+  };
+  static thread_local Rounded last;
+  const TensorImpl& impl = x.impl();
+  const auto source = last.source.lock();
+  if (source && source == impl.storage && last.version == source->version() && last.byte_offset == impl.byte_offset &&
+      last.shape == impl.shape && last.strides == impl.strides && last.dtype == impl.dtype)
+    return last.copy;
+  const Tensor dense = contiguous_raw(x);
+  Tensor out = Tensor::empty(x.shape(), DType::bf16, x.device());
+  LORACPP_KERNEL(x.device(), convert)(dense.raw_data(), dense.dtype(), out.raw_mutable_data(), DType::bf16,
+                                      dense.numel());
+  last = {impl.storage, impl.storage->version(), impl.byte_offset, impl.shape, impl.strides, impl.dtype, out};
+  return out;
+}
+
 Tensor cast_raw(const Tensor& x_f32, DType dtype) {
   if (dtype == x_f32.dtype()) return x_f32;
   Tensor dense = contiguous_raw(x_f32);

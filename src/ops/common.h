@@ -27,6 +27,10 @@ void require_rank(std::string_view op, const Tensor& x, std::int64_t rank, std::
 Tensor as_f32(const Tensor& x);
 // A contiguous copy of x in its own dtype (never recorded).
 Tensor contiguous_raw(const Tensor& x);
+// A contiguous bf16 copy of x (x itself when it already is one), for bf16 products. The copy of the
+// latest tensor rounded is kept while that tensor's storage is unwritten, so projections of one
+// activation (q, k and v; gate and up) round it once and share the copy.
+Tensor as_bf16(const Tensor& x);
 // Converts a contiguous f32 tensor to dtype (itself when dtype is f32).
 Tensor cast_raw(const Tensor& x_f32, DType dtype);
 // A fresh tensor viewing the same elements: ops return a new tensor even when no copy is needed.

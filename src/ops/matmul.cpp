@@ -33,7 +33,7 @@ GemmOperand gemm_operand(const Tensor& x) {
 Tensor matmul_bf16_weight(const Tensor& a, const Tensor& b) {
   const std::int64_t m_total = a.numel() / std::max<std::int64_t>(a.size(-1), 1), k = a.size(-1), n = b.size(-1);
   check(b.size(0) == k, "matmul", "inner dimensions differ: a is {}, b is {}", shape_str(a.shape()), shape_str(b.shape()));
-  const Tensor a16 = cast_raw(contiguous_raw(a), DType::bf16);
+  const Tensor a16 = as_bf16(a);
   // b as BLAS sees it: row-major [k, n], or the transpose of a row-major [n, k] (x @ Wᵀ).
   bool trans_b = false;
   std::int64_t ldb = 0;
@@ -160,6 +160,92 @@ Tensor transposed(const Tensor& m) {
 }
 }  // namespace
 
+namespace {
+
+Shape output_shape(const Tensor& x, std::int64_t out) {
+  Shape shape(x.shape().begin(), x.shape().end() - 1);
+  shape.push_back(out);
+  return shape;
+}
+
+void add_bias(Tensor& y, const Tensor& bias) {  // y [n, out] += bias [out]
+  if (!bias.defined()) return;
+  const Tensor bias_f = contiguous_raw(as_f32(bias));
+  const std::int64_t shape[] = {y.size(0), y.size(1)}, y_strides[] = {y.size(1), 1}, b_strides[] = {0, 1};
+  LORACPP_KERNEL(y.device(), binary)(backend::BinaryOp::add, f32(y), y_strides, f32(bias_f), b_strides, f32(y), shape, 2);
+}
+
+// mᵀ as a contiguous bf16 matrix (for the rank-r factors of the adapter gradients).
+Tensor transposed_bf16(const Tensor& m) { return as_bf16(contiguous_raw(transposed(m))); }
+
+// lora_linear over a bf16 base weight (the bf16 training path). x is rounded to bf16 once (and
+// shared with other projections of the same activation), and kept in bf16 for the backward pass.
+// Every product that reads x or the upstream gradient runs in bf16 with f32 accumulation; the two
+// rank-r expansions (t Bᵀ into y, u A into dx) and A and B themselves stay f32.
+Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& a, const Tensor& b,
+                        float scale) {
+  const std::int64_t in = weight.size(1), out = weight.size(0), r = a.size(0);
+  const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
+  const Device device = x.device();
+  const Tensor x16 = as_bf16(x), w = contiguous_raw(weight);
+  const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
+  const Tensor a16 = as_bf16(af), b16 = as_bf16(bf);
+  auto gemm = LORACPP_KERNEL(device, gemm);
+  auto gemm16 = LORACPP_KERNEL(device, gemm_bf16);
+  auto u16 = [](const Tensor& t) { return t.data<std::uint16_t>(); };
+  // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
+  Tensor y = empty_f32({n, out}, device);
+  gemm16(true, n, out, in, u16(x16), in, u16(w), in, f32(y), out);
+  add_bias(y, bias);
+  Tensor t = empty_f32({n, r}, device);
+  gemm16(true, n, r, in, u16(x16), in, u16(a16), in, f32(t), r);
+  gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
+  const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
+  return record(OpId::lora_linear, result, {x, weight, bias, a, b},
+                [x16, t, af, b16, w, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
+                  const Device device = grad.device();
+                  auto product = LORACPP_KERNEL(device, gemm);
+                  auto product16 = LORACPP_KERNEL(device, gemm_bf16);
+                  const Tensor g16 = as_bf16(grad);  // [n, out]
+                  std::vector<Tensor> grads(5);
+                  Tensor u;  // g B [n, r], shared by dx and dA
+                  if (node.needs_grad(0) || node.needs_grad(3)) {
+                    u = empty_f32({n, r}, device);
+                    product16(false, n, r, out, u16(g16), out, u16(b16), r, f32(u), r);
+                  }
+                  if (node.needs_grad(0)) {  // dx = g W + scale u A
+                    Tensor dx = empty_f32({n, in}, device);
+                    product16(false, n, in, out, u16(g16), out, u16(w), in, f32(dx), in);
+                    product(false, false, n, in, r, scale, f32(u), r, f32(af), in, 1.0f, f32(dx), in);
+                    grads[0] = cast_raw(view_as(dx, node.inputs[0].shape()), node.inputs[0].dtype());
+                  }
+                  if (node.needs_grad(1)) {  // a trainable base weight (not LoRA's case): gᵀ x, in f32
+                    const Tensor g = view_as(as_f32(grad), {n, out}), x = as_f32(x16);
+                    Tensor dw = empty_f32({out, in}, device);
+                    product(true, false, out, in, n, 1.0f, f32(g), out, f32(x), in, 0.0f, f32(dw), in);
+                    grads[1] = cast_raw(dw, node.inputs[1].dtype());
+                  }
+                  if (node.needs_grad(2))
+                    grads[2] = cast_raw(sum_to(view_as(as_f32(grad), {n, out}), {out}), node.inputs[2].dtype());
+                  if (node.needs_grad(3)) {  // dA = scale uᵀ x
+                    Tensor da = empty_f32({r, in}, device);
+                    product16(false, r, in, n, u16(transposed_bf16(u)), n, u16(x16), in, f32(da), in);
+                    LORACPP_KERNEL(device, scale)(f32(da), scale, f32(da), da.numel());
+                    grads[3] = cast_raw(da, node.inputs[3].dtype());
+                  }
+                  if (node.needs_grad(4)) {  // dB = scale gᵀ t, as (tᵀ g)ᵀ so that g is read as it lies
+                    Tensor dbt = empty_f32({r, out}, device);
+                    product16(false, r, out, n, u16(transposed_bf16(t)), n, u16(g16), out, f32(dbt), out);
+                    Tensor db = contiguous_raw(transposed(dbt));
+                    LORACPP_KERNEL(device, scale)(f32(db), scale, f32(db), db.numel());
+                    grads[4] = cast_raw(db, node.inputs[4].dtype());
+                  }
+                  return grads;
+                });
+}
+
+}  // namespace
+
 Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& a, const Tensor& b,
                    float scale) {
   trace_op(OpId::lora_linear);
@@ -177,25 +263,19 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out), op, "bias must be [{}], got {}", out,
         bias.defined() ? shape_str(bias.shape()) : "");
   require_same_device(op, {x, weight, a, b, bias});
+  if (weight.dtype() == DType::bf16) return lora_linear_bf16(x, weight, bias, a, b, scale);
   const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
   const Tensor x2 = view_as(as_f32(x), {n, in});
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
   auto gemm = LORACPP_KERNEL(x.device(), gemm);
   // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
-  // A bf16 weight stays bf16 (the bf16 GEMM path); other dtypes compute in f32.
-  const Tensor w = weight.dtype() == DType::bf16 ? weight : as_f32(weight);
+  const Tensor w = as_f32(weight);
   Tensor y = matmul_raw(x2, transposed(w));
-  if (bias.defined()) {
-    const Tensor bias_f = contiguous_raw(as_f32(bias));
-    const std::int64_t shape[] = {n, out}, y_strides[] = {out, 1}, b_strides[] = {0, 1};
-    LORACPP_KERNEL(x.device(), binary)(backend::BinaryOp::add, f32(y), y_strides, f32(bias_f), b_strides, f32(y), shape, 2);
-  }
+  add_bias(y, bias);
   Tensor t = empty_f32({n, r}, x.device());
   gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
   gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
-  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
-  out_shape.push_back(out);
-  const Tensor result = cast_raw(view_as(y, out_shape), x.dtype());
+  const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
   return record(OpId::lora_linear, result, {x, weight, bias, a, b},
                 [x2, t, af, bf, w, scale, n, in, out, r](const Node& node, const Tensor& grad) {
                   const Tensor g = view_as(as_f32(grad), {n, out});
