@@ -1,11 +1,47 @@
 #include <cblas.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "backend/cpu/cpu_kernels.h"
 
 namespace loracpp::backend::cpu {
 
 namespace {
 constexpr i64 kSmallProduct = i64{1} << 16;  // multiply-adds below which a plain loop beats BLAS's setup
+// Inner dimensions up to this make a rank-k update (a LoRA branch's t Bᵀ or u A). Threaded BLAS
+// splits those poorly: its threads spent more time yielding to each other than multiplying.
+constexpr i64 kRankUpdate = 32;
+
+// c = alpha a op(b) + beta c for small k: each thread takes whole rows of c and adds k scaled rows
+// of b (packed as [k, n] once) into each.
+void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b, i64 ldb,
+                 float beta, float* c, i64 ldc) {
+  std::vector<float> packed;
+  const float* rows = b;
+  i64 ld = ldb;
+  if (trans_b) {
+    packed.resize(static_cast<std::size_t>(k * n));
+    for (i64 j = 0; j < n; ++j)
+      for (i64 p = 0; p < k; ++p) packed[static_cast<std::size_t>(p * n + j)] = b[j * ldb + p];
+    rows = packed.data();
+    ld = n;
+  }
+#pragma omp parallel for if (m * n * k > kSmallProduct)
+  for (i64 i = 0; i < m; ++i) {
+    float* ci = c + i * ldc;
+    if (beta == 0.0f) {
+      std::fill(ci, ci + n, 0.0f);
+    } else if (beta != 1.0f) {
+      for (i64 j = 0; j < n; ++j) ci[j] *= beta;
+    }
+    for (i64 p = 0; p < k; ++p) {
+      const float s = alpha * a[i * lda + p];
+      const float* bp = rows + p * ld;
+      for (i64 j = 0; j < n; ++j) ci[j] += s * bp[j];
+    }
+  }
+}
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b,
@@ -21,6 +57,7 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
       }
     return;
   }
+  if (k <= kRankUpdate && !trans_a) return rank_update(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
