@@ -48,6 +48,9 @@ struct AttentionGeometry {
   float scale;
   bool causal;
   i64 mask_batch_stride, mask_head_stride;
+  // Multiply the tiles in bf16 with f32 accumulation (the bf16 training path); softmax stays f32.
+  // A backend without bf16 products computes in f32.
+  bool bf16_products = false;
 };
 
 // X(name, signature)

@@ -293,7 +293,10 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
     k = slice(keys, 2, 0, position + seq);
     v = slice(values, 2, 0, position + seq);
   }
-  const Tensor o = scaled_dot_product_attention(q, k, v, {.causal = true, .mask = context.attention_mask});
+  // The attention products follow the linear layers' precision: bf16 on the bf16 path.
+  const bool bf16 = weight(layer_name(layer, "self_attn.q_proj.weight")).dtype() == DType::bf16;
+  const Tensor o =
+      scaled_dot_product_attention(q, k, v, {.causal = true, .mask = context.attention_mask, .bf16_products = bf16});
   return project(layer_name(layer, "self_attn.o_proj"), reshape(transpose(o, 1, 2), {batch, seq, config_.num_heads * hd}),
                  context);
 }

@@ -27,11 +27,11 @@ namespace {
 
 // The fused kernels over contiguous f32 copies; mask broadcast to [1 or batch, 1 or heads, q, kv].
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, float scale_value,
-                       bool causal) {
+                       bool causal, bool bf16_products) {
   const std::int64_t batch = q.size(0), q_heads = q.size(1), q_len = q.size(2), head_dim = q.size(3);
   const std::int64_t kv_heads = k.size(1), kv_len = k.size(2), v_dim = v.size(3);
   backend::AttentionGeometry g{batch, kv_heads, q_heads / kv_heads, q_len, kv_len, head_dim, v_dim,
-                               scale_value, causal, 0, 0};
+                               scale_value, causal, 0, 0, bf16_products};
   Tensor m;
   if (mask.defined()) {
     Tensor m4 = mask;
@@ -97,7 +97,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
           shape_str(full));
   }
   if (backend::kernels(q.device()).attention_forward != nullptr)
-    return fused_attention(q, k, v, options.mask, scale_value, options.causal);
+    return fused_attention(q, k, v, options.mask, scale_value, options.causal, options.bf16_products);
 
   // Query heads h*group .. h*group+group-1 share key/value head h: fold the group into the rows.
   const Tensor qg = reshape(q, {batch, kv_heads, group * q_len, head_dim});

@@ -69,7 +69,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const Tensor w = weight.dtype() == DType::bf16 ? weight : contiguous_raw(as_f32(weight));
   const Tensor wt = w.as_strided({in, vocab}, {1, in}, w.byte_offset());
   const std::int64_t chunk =
-      std::max<std::int64_t>(1, chunk_rows > 0 ? chunk_rows : (std::int64_t{4} << 20) / std::max<std::int64_t>(vocab, 1));
+      chunk_rows > 0 ? chunk_rows : std::max<std::int64_t>(256, (std::int64_t{8} << 20) / std::max<std::int64_t>(vocab, 1));
   const Device device = x.device();
   Tensor losses = zeros_f32({rows}, device), lse = zeros_f32({rows}, device);
   Tensor dx = grad_x ? empty_f32({rows, in}, device) : Tensor();

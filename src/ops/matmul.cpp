@@ -263,13 +263,16 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out), op, "bias must be [{}], got {}", out,
         bias.defined() ? shape_str(bias.shape()) : "");
   require_same_device(op, {x, weight, a, b, bias});
-  if (weight.dtype() == DType::bf16) return lora_linear_bf16(x, weight, bias, a, b, scale);
   const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
+  // A few rows (a generated token) cost less in f32 than rounding the adapter for bf16 products.
+  constexpr std::int64_t kBf16AdapterRows = 16;
+  if (weight.dtype() == DType::bf16 && n >= kBf16AdapterRows) return lora_linear_bf16(x, weight, bias, a, b, scale);
   const Tensor x2 = view_as(as_f32(x), {n, in});
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
   auto gemm = LORACPP_KERNEL(x.device(), gemm);
   // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
-  const Tensor w = as_f32(weight);
+  // A bf16 weight stays bf16 (the bf16 GEMM path); other dtypes compute in f32.
+  const Tensor w = weight.dtype() == DType::bf16 ? weight : as_f32(weight);
   Tensor y = matmul_raw(x2, transposed(w));
   add_bias(y, bias);
   Tensor t = empty_f32({n, r}, x.device());

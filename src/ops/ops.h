@@ -72,7 +72,7 @@ Tensor dropout(const Tensor& x, float p, std::uint64_t seed, bool training = tru
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index = -100);
 // cross_entropy(linear(x, weight), targets) without ever holding all the logits: x [..., in],
 // weight [vocab, in] (f32, or bf16 for the bf16 path), targets [...]. Rows go through in chunks of
-// chunk_rows (0: as many as fit about 4M logits); when x or the weight needs a gradient, the chunk's
+// chunk_rows (0: 256, or as many as fit 8M logits if more; fewer rows cost GEMM speed); when x or the weight needs a gradient, the chunk's
 // gradients are made in the forward pass while its logits are at hand, and the backward pass only
 // scales them by the upstream gradient.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
@@ -94,6 +94,8 @@ struct AttentionOptions {
   bool causal = false;
   Tensor mask{};               // additive, broadcastable to [batch, q_heads, q_len, kv_len]
   std::optional<float> scale{};  // default 1/sqrt(head_dim)
+  // The fused kernels multiply in bf16 with f32 accumulation (the bf16 path); softmax stays f32.
+  bool bf16_products = false;
 };
 // q [batch, q_heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],
 // v [batch, kv_heads, kv_len, v_dim] -> [batch, q_heads, q_len, v_dim]; q_heads a multiple of

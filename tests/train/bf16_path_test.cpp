@@ -75,5 +75,31 @@ TEST(Bf16Path, InputGradientFlowsThroughABf16FrozenWeight) {
   }
 }
 
+// Fused attention with bf16 tile products against the f32 kernel: output and the q, k, v gradients,
+// grouped-query and causal, over several tiles of queries and a length that is no tile multiple.
+TEST(Bf16Path, AttentionInBf16MatchesTheF32KernelWithinBf16Rounding) {
+  Rng rng(9);
+  const Tensor q0 = randn({2, 4, 150, 32}, rng), k0 = randn({2, 2, 150, 32}, rng), v0 = randn({2, 2, 150, 32}, rng);
+  const Tensor upstream = randn({2, 4, 150, 32}, rng);
+  auto run = [&](bool bf16) {
+    Tensor q = ops::scale(q0, 1.0f), k = ops::scale(k0, 1.0f), v = ops::scale(v0, 1.0f);
+    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad();
+    const Tensor out = ops::scaled_dot_product_attention(q, k, v, {.causal = true, .bf16_products = bf16});
+    autograd::backward(ops::sum(ops::mul(out, upstream)));
+    return std::vector<std::vector<float>>{out.to_floats(), q.grad().to_floats(), k.grad().to_floats(),
+                                           v.grad().to_floats()};
+  };
+  const auto want = run(false), got = run(true);
+  const char* names[] = {"output", "dq", "dk", "dv"};
+  for (std::size_t t = 0; t < want.size(); ++t) {
+    double scale = 0, worst = 0;
+    for (float w : want[t]) scale = std::max(scale, static_cast<double>(std::abs(w)));
+    for (std::size_t i = 0; i < want[t].size(); ++i)
+      worst = std::max(worst, static_cast<double>(std::abs(got[t][i] - want[t][i])));
+    EXPECT_LT(worst, 0.02 * scale) << names[t] << ": worst difference " << worst << " against a scale of " << scale;
+    EXPECT_GT(worst, 0.0) << names[t] << " took the f32 products";  // the bf16 products did run
+  }
+}
+
 }  // namespace
 }  // namespace loracpp

@@ -1,8 +1,11 @@
 // Fused attention on the CPU, flash-style: scores exist only as one tile of query rows against
 // the keys they may see, in a thread's own buffer; the forward pass keeps the log-sum-exp of
 // each row, and the backward pass recomputes its tile of probabilities from it. Tiles are
-// multiplied through single-threaded BLAS calls inside an OpenMP loop over heads.
+// multiplied inside an OpenMP loop over heads, each on its own thread: in f32 through OpenBLAS,
+// or, when the geometry asks for bf16 products, in bf16 with f32 accumulation through oneDNN.
+// Softmax, masking and the log-sum-exp stay f32 either way.
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +13,9 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_bf16_serial.h"
 #include "backend/cpu/vec_math.h"
+#include "core/dtype.h"
 
 namespace loracpp::backend::cpu {
 
@@ -18,25 +23,95 @@ namespace {
 
 constexpr i64 kTile = 64;
 
-// The tiles are multiplied inside an OpenMP team, one BLAS call per thread. OpenBLAS allowed
-// threads of its own there runs those calls 20x slower (measured on the small preset's attention:
-// 5 against 110 GFLOP/s), so for the span of a fused attention call it gets one.
+// The f32 tiles are multiplied inside an OpenMP team, one BLAS call per thread. OpenBLAS allowed
+// threads of its own there splits each call into parts that wait on each other on one thread: 5
+// instead of 110 GFLOP/s on the small preset's attention. So for the span of a fused attention
+// call it gets one thread; its OpenMP build sets OpenMP's thread count along with its own, and
+// the team's is put back at once.
 class OneBlasThreadEach {
  public:
-  OneBlasThreadEach() : previous_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
-  ~OneBlasThreadEach() { openblas_set_num_threads(previous_); }
+  OneBlasThreadEach() : blas_(openblas_get_num_threads()), team_(omp_get_max_threads()) {
+    openblas_set_num_threads(1);
+    omp_set_num_threads(team_);
+  }
+  ~OneBlasThreadEach() {
+    openblas_set_num_threads(blas_);
+    omp_set_num_threads(team_);
+  }
   OneBlasThreadEach(const OneBlasThreadEach&) = delete;
   OneBlasThreadEach& operator=(const OneBlasThreadEach&) = delete;
 
  private:
-  int previous_;
+  int blas_, team_;
 };
 
-void gemm_1t(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b,
-             i64 ldb, float beta, float* c, i64 ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+// A tile operand: its f32 values, and a bf16 copy where one was made for the whole call.
+struct Operand {
+  const float* f32;
+  const std::uint16_t* bf16 = nullptr;
+};
+
+// c[m,n] = alpha op(a)[m,k] op(b)[k,n] + beta c for one thread's tile, in the call's precision.
+// In bf16 an operand without a bf16 copy (the probabilities and their gradient, made per tile) is
+// rounded, and laid out untransposed, into the thread's scratch buffer first.
+class TileProducts {
+ public:
+  TileProducts(bool bf16, i64 scratch_elements)
+      : bf16_(bf16), scratch_(bf16 ? static_cast<std::size_t>(scratch_elements) : 0) {}
+
+  void operator()(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, Operand a, i64 lda, Operand b,
+                  i64 ldb, float beta, float* c, i64 ldc) {
+#if defined(LORACPP_HAVE_ONEDNN)
+    if (bf16_) {
+      const std::uint16_t* a16 = a.bf16;
+      i64 lda16 = lda;
+      if (trans_a || a16 == nullptr) {
+        std::uint16_t* out = scratch_.data();
+        if (trans_a) {
+          for (i64 p = 0; p < k; ++p)
+            for (i64 i = 0; i < m; ++i) out[i * k + p] = float_to_bf16(a.f32[p * lda + i]);
+        } else {
+          for (i64 i = 0; i < m; ++i)
+            for (i64 p = 0; p < k; ++p) out[i * k + p] = float_to_bf16(a.f32[i * lda + p]);
+        }
+        a16 = out;
+        lda16 = k;
+      }
+      gemm_bf16_serial(trans_b, m, n, k, alpha, a16, lda16, b.bf16, ldb, beta, c, ldc);
+      return;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a.f32,
+                static_cast<blasint>(lda), b.f32, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+  }
+
+ private:
+  bool bf16_;
+  std::vector<std::uint16_t> scratch_;
+};
+
+// Whether this call multiplies in bf16: asked for, possible in this build, and with enough query
+// rows to repay rounding all of k and v (a generated token's step multiplies in f32).
+bool bf16_products(const AttentionGeometry& g) {
+#if defined(LORACPP_HAVE_ONEDNN)
+  return g.bf16_products && g.q_len >= kTile;
+#else
+  (void)g;
+  return false;
+#endif
+}
+
+// A bf16 copy of n values when the call multiplies in bf16; empty otherwise.
+std::vector<std::uint16_t> bf16_copy(bool bf16, const float* x, i64 n) {
+  if (!bf16) return {};
+  std::vector<std::uint16_t> out(static_cast<std::size_t>(n));
+  convert(x, DType::f32, out.data(), DType::bf16, n);
+  return out;
+}
+
+Operand operand(const float* f32, const std::vector<std::uint16_t>& copy, i64 offset) {
+  return {f32 + offset, copy.empty() ? nullptr : copy.data() + offset};
 }
 
 // Keys [0, visible) that any query of rows [t0, t1) may see.
@@ -45,9 +120,9 @@ i64 visible_keys(const AttentionGeometry& g, i64 t1) {
 }
 
 // scores [rows, visible] = scale * q_tile kᵀ + mask, -inf where causality hides a key.
-void tile_scores(const AttentionGeometry& g, const float* q_tile, const float* k, const float* mask_plane, i64 t0,
-                 i64 rows, i64 visible, float* scores) {
-  gemm_1t(false, true, rows, visible, g.head_dim, g.scale, q_tile, g.head_dim, k, g.head_dim, 0.0f, scores, visible);
+void tile_scores(TileProducts& product, const AttentionGeometry& g, Operand q_tile, Operand k, const float* mask_plane,
+                 i64 t0, i64 rows, i64 visible, float* scores) {
+  product(false, true, rows, visible, g.head_dim, g.scale, q_tile, g.head_dim, k, g.head_dim, 0.0f, scores, visible);
   for (i64 r = 0; r < rows; ++r) {
     float* s = scores + r * visible;
     if (mask_plane) {
@@ -70,17 +145,24 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
                        const AttentionGeometry& g) {
   const OneBlasThreadEach blas_threads;
   const i64 heads = g.batch * g.kv_heads * g.group;
+  const i64 tiles = (g.q_len + kTile - 1) / kTile;
+  const bool bf16 = bf16_products(g);
+  const auto q16 = bf16_copy(bf16, q, heads * g.q_len * g.head_dim);
+  const auto k16 = bf16_copy(bf16, k, g.batch * g.kv_heads * g.kv_len * g.head_dim);
+  const auto v16 = bf16_copy(bf16, v, g.batch * g.kv_heads * g.kv_len * g.v_dim);
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<std::size_t>(kTile * std::max<i64>(g.kv_len, 1)));
+    TileProducts product(bf16, kTile * g.kv_len);
 #pragma omp for schedule(dynamic)
-    for (i64 item = 0; item < heads * ((g.q_len + kTile - 1) / kTile); ++item) {
-      const i64 head = item / ((g.q_len + kTile - 1) / kTile), tile = item % ((g.q_len + kTile - 1) / kTile);
+    for (i64 item = 0; item < heads * tiles; ++item) {
+      const i64 head = item / tiles, tile = item % tiles;
       const i64 b = head / (g.kv_heads * g.group), kvh = head / g.group % g.kv_heads;
       const i64 t0 = tile * kTile, rows = std::min(kTile, g.q_len - t0);
-      const float* kh = k + (b * g.kv_heads + kvh) * g.kv_len * g.head_dim;
-      const float* vh = v + (b * g.kv_heads + kvh) * g.kv_len * g.v_dim;
-      const float* q_tile = q + (head * g.q_len + t0) * g.head_dim;
+      const i64 kv_item = b * g.kv_heads + kvh;
+      const Operand kh = operand(k, k16, kv_item * g.kv_len * g.head_dim);
+      const Operand vh = operand(v, v16, kv_item * g.kv_len * g.v_dim);
+      const Operand q_tile = operand(q, q16, (head * g.q_len + t0) * g.head_dim);
       float* o_tile = out + (head * g.q_len + t0) * g.v_dim;
       float* lse_tile = lse + head * g.q_len + t0;
       const i64 visible = visible_keys(g, t0 + rows);
@@ -89,7 +171,7 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
         std::fill(lse_tile, lse_tile + rows, -std::numeric_limits<float>::infinity());
         continue;
       }
-      tile_scores(g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible,
+      tile_scores(product, g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible,
                   scores.data());
       for (i64 r = 0; r < rows; ++r) {
         float* s = scores.data() + r * visible;
@@ -105,7 +187,8 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
         for (i64 j = 0; j < visible; ++j) s[j] *= inv;
         lse_tile[r] = max + std::log(sum);
       }
-      gemm_1t(false, false, rows, g.v_dim, visible, 1.0f, scores.data(), visible, vh, g.v_dim, 0.0f, o_tile, g.v_dim);
+      product(false, false, rows, g.v_dim, visible, 1.0f, {scores.data()}, visible, vh, g.v_dim, 0.0f, o_tile,
+              g.v_dim);
     }
   }
 }
@@ -114,17 +197,24 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
                         const float* lse, const float* dout, float* dq, float* dk, float* dv,
                         const AttentionGeometry& g) {
   const OneBlasThreadEach blas_threads;
+  const bool bf16 = bf16_products(g);
+  const i64 q_elements = g.batch * g.kv_heads * g.group * g.q_len;
+  const auto q16 = bf16_copy(bf16, q, q_elements * g.head_dim);
+  const auto k16 = bf16_copy(bf16, k, g.batch * g.kv_heads * g.kv_len * g.head_dim);
+  const auto v16 = bf16_copy(bf16, v, g.batch * g.kv_heads * g.kv_len * g.v_dim);
+  const auto do16 = bf16_copy(bf16, dout, q_elements * g.v_dim);
   // One item per key/value head, so its dk and dv have one writer.
 #pragma omp parallel
   {
     std::vector<float> p(static_cast<std::size_t>(kTile * std::max<i64>(g.kv_len, 1)));
     std::vector<float> dp(p.size());
     std::vector<float> delta(static_cast<std::size_t>(kTile));
+    TileProducts product(bf16, kTile * g.kv_len);
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < g.batch * g.kv_heads; ++item) {
       const i64 b = item / g.kv_heads;
-      const float* kh = k + item * g.kv_len * g.head_dim;
-      const float* vh = v + item * g.kv_len * g.v_dim;
+      const Operand kh = operand(k, k16, item * g.kv_len * g.head_dim);
+      const Operand vh = operand(v, v16, item * g.kv_len * g.v_dim);
       float* dkh = dk + item * g.kv_len * g.head_dim;
       float* dvh = dv + item * g.kv_len * g.v_dim;
       std::fill(dkh, dkh + g.kv_len * g.head_dim, 0.0f);
@@ -133,9 +223,9 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
         const i64 head = item * g.group + member;  // index over [batch, kv_heads, group]
         for (i64 t0 = 0; t0 < g.q_len; t0 += kTile) {
           const i64 rows = std::min(kTile, g.q_len - t0);
-          const float* q_tile = q + (head * g.q_len + t0) * g.head_dim;
+          const Operand q_tile = operand(q, q16, (head * g.q_len + t0) * g.head_dim);
+          const Operand do_tile = operand(dout, do16, (head * g.q_len + t0) * g.v_dim);
           const float* o_tile = out + (head * g.q_len + t0) * g.v_dim;
-          const float* do_tile = dout + (head * g.q_len + t0) * g.v_dim;
           const float* lse_tile = lse + head * g.q_len + t0;
           float* dq_tile = dq + (head * g.q_len + t0) * g.head_dim;
           const i64 visible = visible_keys(g, t0 + rows);
@@ -143,7 +233,8 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             std::fill(dq_tile, dq_tile + rows * g.head_dim, 0.0f);
             continue;
           }
-          tile_scores(g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible, p.data());
+          tile_scores(product, g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible,
+                      p.data());
           for (i64 r = 0; r < rows; ++r) {  // p = exp(s - lse); rows with nothing visible stay 0
             float* pr = p.data() + r * visible;
             if (lse_tile[r] == -std::numeric_limits<float>::infinity()) {
@@ -152,21 +243,22 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
               exp_shifted(pr, lse_tile[r], 1.0f, pr, visible);
             }
             float d = 0;  // delta_r = sum_c dout[r, c] * out[r, c]
-            for (i64 c = 0; c < g.v_dim; ++c) d += do_tile[r * g.v_dim + c] * o_tile[r * g.v_dim + c];
+            for (i64 c = 0; c < g.v_dim; ++c) d += do_tile.f32[r * g.v_dim + c] * o_tile[r * g.v_dim + c];
             delta[static_cast<std::size_t>(r)] = d;
           }
           // dv += pᵀ dout; dp = dout vᵀ; ds = p (dp - delta); dq = scale ds k; dk += scale dsᵀ q
-          gemm_1t(true, false, visible, g.v_dim, rows, 1.0f, p.data(), visible, do_tile, g.v_dim, 1.0f, dvh, g.v_dim);
-          gemm_1t(false, true, rows, visible, g.v_dim, 1.0f, do_tile, g.v_dim, vh, g.v_dim, 0.0f, dp.data(), visible);
+          product(true, false, visible, g.v_dim, rows, 1.0f, {p.data()}, visible, do_tile, g.v_dim, 1.0f, dvh,
+                  g.v_dim);
+          product(false, true, rows, visible, g.v_dim, 1.0f, do_tile, g.v_dim, vh, g.v_dim, 0.0f, dp.data(), visible);
           for (i64 r = 0; r < rows; ++r) {
             float* pr = p.data() + r * visible;
             const float* dpr = dp.data() + r * visible;
             const float d = delta[static_cast<std::size_t>(r)];
             for (i64 j = 0; j < visible; ++j) pr[j] *= dpr[j] - d;
           }
-          gemm_1t(false, false, rows, g.head_dim, visible, g.scale, p.data(), visible, kh, g.head_dim, 0.0f, dq_tile,
+          product(false, false, rows, g.head_dim, visible, g.scale, {p.data()}, visible, kh, g.head_dim, 0.0f, dq_tile,
                   g.head_dim);
-          gemm_1t(true, false, visible, g.head_dim, rows, g.scale, p.data(), visible, q_tile, g.head_dim, 1.0f, dkh,
+          product(true, false, visible, g.head_dim, rows, g.scale, {p.data()}, visible, q_tile, g.head_dim, 1.0f, dkh,
                   g.head_dim);
         }
       }
