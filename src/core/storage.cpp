@@ -36,14 +36,18 @@ class BlockCache {
     const std::size_t n = std::max<std::size_t>(nbytes, 1);
     return n >= kMinCached ? (n + kGranule - 1) / kGranule * kGranule : (n + 63) / 64 * 64;
   }
-  void* take(std::size_t size) {
+  // A cached block of at least size bytes and at most an eighth more (its size goes to *taken),
+  // or nullptr. Taking a slightly larger block keeps a step from holding one set of blocks per
+  // size it has ever asked for.
+  void* take(std::size_t size, std::size_t* taken) {
     if (size < kMinCached) return nullptr;
     std::lock_guard lock(mutex_);
-    auto it = blocks_.find(size);
-    if (it == blocks_.end()) return nullptr;
+    auto it = blocks_.lower_bound(size);
+    if (it == blocks_.end() || it->first > size + size / 8) return nullptr;
     void* block = it->second;
+    *taken = it->first;
+    cached_ -= it->first;
     blocks_.erase(it);
-    cached_ -= size;
     return block;
   }
   void trim() {
@@ -94,13 +98,14 @@ std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bo
 #endif
   }
   std::shared_ptr<Storage> storage(new Storage());
-  const std::size_t size = BlockCache::rounded(nbytes);
-  void* data = block_cache().take(size);
+  std::size_t size = BlockCache::rounded(nbytes);
+  void* data = block_cache().take(size, &size);
   if (!data) data = std::aligned_alloc(64, size);
   if (!data) fail("storage", "out of memory allocating {} bytes", nbytes);
   if (zero_fill) std::memset(data, 0, size);
   storage->data_ = static_cast<std::byte*>(data);
   storage->nbytes_ = nbytes;
+  storage->block_bytes_ = size;
   return storage;
 }
 
@@ -142,7 +147,7 @@ Storage::~Storage() {
     backend::cuda::release(data_, nbytes_);
 #endif
   } else {
-    block_cache().give(data_, BlockCache::rounded(nbytes_));
+    block_cache().give(data_, block_bytes_);
   }
 }
 

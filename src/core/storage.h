@@ -37,6 +37,7 @@ class Storage {
   Storage() = default;
   std::byte* data_ = nullptr;
   std::size_t nbytes_ = 0;
+  std::size_t block_bytes_ = 0;  // of an owned host block: its allocated size, at least nbytes_
   Device device_ = Device::cpu;
   bool mapped_ = false;
   std::atomic<std::uint64_t> version_{0};
