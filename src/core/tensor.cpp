@@ -194,6 +194,14 @@ TensorImpl& Tensor::impl() const {
   return *impl_;
 }
 
+Storage& Tensor::stored_bytes() const {
+  check(impl().storage != nullptr, "tensor",
+        "this {} tensor has no storage: it is an autograd node's handle on an input whose values the node "
+        "does not keep (record the op with BackwardReads::inputs to keep them)",
+        shape_str(shape()));
+  return *impl().storage;
+}
+
 void Tensor::check_access(std::size_t element_size) const {
   check(dtype_size(dtype()) == element_size, "tensor", "data access with a {}-byte type on a {} tensor",
         element_size, dtype_name(dtype()));

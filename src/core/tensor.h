@@ -66,17 +66,17 @@ class Tensor {
   std::int64_t size(std::int64_t d) const;
   std::int64_t numel() const { return shape_numel(impl().shape); }
   DType dtype() const { return impl().dtype; }
-  Device device() const { return impl().storage->device(); }
+  Device device() const { return stored_bytes().device(); }
   bool is_contiguous() const;
-  bool read_only() const { return impl().storage->read_only(); }
+  bool read_only() const { return stored_bytes().read_only(); }
   const std::shared_ptr<Storage>& storage() const { return impl().storage; }
   std::size_t byte_offset() const { return impl().byte_offset; }
 
   // A view with other shape/strides/offset on the same storage, no autograd; bounds are checked.
   Tensor as_strided(const Shape& shape, const Shape& strides, std::size_t byte_offset) const;
 
-  const void* raw_data() const { return impl().storage->data() + impl().byte_offset; }
-  void* raw_mutable_data() { return impl().storage->mutable_data() + impl().byte_offset; }
+  const void* raw_data() const { return stored_bytes().data() + impl().byte_offset; }
+  void* raw_mutable_data() { return stored_bytes().mutable_data() + impl().byte_offset; }
   template <class T>
   const T* data() const {
     check_access(sizeof(T));
@@ -108,6 +108,8 @@ class Tensor {
 
  private:
   void check_access(std::size_t element_size) const;
+  // Throws for a tensor without storage (an autograd node's handle on an input it does not keep).
+  Storage& stored_bytes() const;
   std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -4,6 +4,7 @@
 #include <functional>
 #include <numeric>
 
+#include "autograd/backward.h"
 #include "autograd/gradcheck.h"
 #include "core/random.h"
 #include "ops/ops.h"
@@ -286,6 +287,38 @@ TEST(GradCheckHarness, CatchesAWrongBackward) {
     });
   };
   EXPECT_FALSE(autograd::gradcheck(wrong, {x}).ok);
+}
+
+}  // namespace
+}  // namespace loracpp
+
+namespace loracpp {
+namespace {
+
+// A node keeps its inputs' values only when the op says its backward reads them; a backward that
+// reads an input it did not keep gets a clear error instead of a crash, and one that said so works.
+TEST(NodeInputs, ABackwardReadsOnlyTheInputValuesItsOpKept) {
+  auto square = [](const Tensor& x, autograd::BackwardReads reads) {
+    Tensor y;
+    {
+      autograd::NoGradGuard raw;
+      y = ops::mul(x, x);
+    }
+    return autograd::record(ops::OpId::mul, y, {x}, [](const autograd::Node& node, const Tensor& g) {
+      return std::vector<Tensor>{ops::scale(ops::mul(g, node.inputs[0]), 2.0f)};
+    }, reads);
+  };
+  Tensor leaf = Tensor::from_floats(std::vector<float>{1.0f, -2.0f, 3.0f}, {3});
+  leaf.set_requires_grad();
+  {
+    const Tensor x = ops::scale(leaf, 1.0f);  // an intermediate, so the node holds a handle on it
+    EXPECT_TRUE(testing::throws_with_prefix([&] { autograd::backward(ops::sum(square(x, autograd::BackwardReads::shapes))); },
+                                            "[tensor] this [3] tensor has no storage"));
+  }
+  leaf.set_grad(Tensor());
+  const Tensor x = ops::scale(leaf, 1.0f);
+  autograd::backward(ops::sum(square(x, autograd::BackwardReads::inputs)));
+  EXPECT_EQ(leaf.grad().to_floats(), (std::vector<float>{2.0f, -4.0f, 6.0f}));
 }
 
 }  // namespace
