@@ -175,8 +175,10 @@ void add_bias(Tensor& y, const Tensor& bias) {  // y [n, out] += bias [out]
   LORACPP_KERNEL(y.device(), binary)(backend::BinaryOp::add, f32(y), y_strides, f32(bias_f), b_strides, f32(y), shape, 2);
 }
 
-// mᵀ as a contiguous bf16 matrix (for the rank-r factors of the adapter gradients).
-Tensor transposed_bf16(const Tensor& m) { return as_bf16(contiguous_raw(transposed(m))); }
+// mᵀ (an f32 matrix) as a contiguous bf16 matrix, for the rank-r factors of the adapter gradients.
+// Rounded with cast_raw, not as_bf16: only activations go through as_bf16's one-entry cache, so
+// that the adapter's own operands never evict the activation q, k and v share.
+Tensor transposed_bf16(const Tensor& m) { return cast_raw(contiguous_raw(transposed(m)), DType::bf16); }
 
 // lora_linear over a bf16 base weight (the bf16 training path). x is rounded to bf16 once (and
 // shared with other projections of the same activation), and kept in bf16 for the backward pass.
@@ -189,7 +191,7 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   const Device device = x.device();
   const Tensor x16 = as_bf16(x), w = contiguous_raw(weight);
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
-  const Tensor a16 = as_bf16(af), b16 = as_bf16(bf);
+  const Tensor a16 = cast_raw(af, DType::bf16), b16 = cast_raw(bf, DType::bf16);
   auto gemm = LORACPP_KERNEL(device, gemm);
   auto gemm16 = LORACPP_KERNEL(device, gemm_bf16);
   auto u16 = [](const Tensor& t) { return t.data<std::uint16_t>(); };
@@ -206,7 +208,7 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
                   const Device device = grad.device();
                   auto product = LORACPP_KERNEL(device, gemm);
                   auto product16 = LORACPP_KERNEL(device, gemm_bf16);
-                  const Tensor g16 = as_bf16(grad);  // [n, out]
+                  const Tensor g16 = cast_raw(as_f32(grad), DType::bf16);  // [n, out], used by this node only
                   std::vector<Tensor> grads(5);
                   Tensor u;  // g B [n, r], shared by dx and dA
                   if (node.needs_grad(0) || node.needs_grad(3)) {

@@ -1,4 +1,5 @@
 // The shared bf16 rounding of activations: one copy per unchanged tensor, a fresh one after a write.
+#include "core/random.h"
 #include "ops/common.h"
 #include "ops/ops.h"
 #include "test_util.h"
@@ -30,6 +31,25 @@ TEST(AsBf16, AnotherViewOfTheSameStorageIsRoundedOnItsOwn) {
   EXPECT_EQ(row.to_floats(), (std::vector<float>{3.0f, 4.0f}));
   EXPECT_EQ(col.to_floats(), (std::vector<float>{1.0f, 3.0f, 2.0f, 4.0f}));
   EXPECT_EQ(whole.to_floats(), (std::vector<float>{1.0f, 2.0f, 3.0f, 4.0f}));
+}
+
+}  // namespace
+}  // namespace loracpp::ops
+
+namespace loracpp::ops {
+namespace {
+
+// q, k and v of one activation through the bf16 path round it once: the second and third
+// projections find the first one's copy although each rounds its own adapter in between.
+TEST(AsBf16, AdaptedProjectionsOfOneActivationShareItsRoundedCopy) {
+  Rng rng(3);
+  const Tensor x = randn({2, 16, 8}, rng);
+  const Tensor w = to_dtype(randn({6, 8}, rng), DType::bf16);
+  const Tensor a = randn({2, 8}, rng).set_requires_grad(), b = randn({6, 2}, rng).set_requires_grad();
+  lora_linear(x, w, Tensor(), a, b, 1.0f);
+  const Tensor rounded = detail::as_bf16(x);
+  lora_linear(x, w, Tensor(), a, b, 1.0f);
+  EXPECT_TRUE(detail::as_bf16(x).same_as(rounded));
 }
 
 }  // namespace
