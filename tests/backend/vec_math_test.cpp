@@ -1,4 +1,5 @@
-// The vectorisable exp stays within a few ulp of std::exp and gives 0 for -inf.
+// The vectorisable exp stays within a few ulp of std::exp and gives 0 for -inf; the array max
+// agrees with a scalar loop of std::max.
 #include "backend/cpu/vec_math.h"
 
 #include <cmath>
@@ -38,6 +39,21 @@ TEST(FastExp, ArrayFormAgreesWithTheScalarFormAndSums) {
   }
   EXPECT_EQ(out[7], 0.0f);
   EXPECT_NEAR(sum, want_sum, 1e-5 * want_sum);
+}
+
+TEST(MaxOf, AgreesWithStdMaxAtEveryLengthAndPassesOverNaN) {
+  std::vector<float> x(70);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.7f * static_cast<float>(i)) * 10.0f - 3.0f;
+  x[40] = std::numeric_limits<float>::quiet_NaN();
+  x[3] = -std::numeric_limits<float>::infinity();
+  for (std::int64_t n = 0; n <= static_cast<std::int64_t>(x.size()); ++n) {  // every tail length, both sides of 16
+    float want = -std::numeric_limits<float>::infinity();
+    for (std::int64_t i = 0; i < n; ++i) want = std::max(want, x[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(max_of(x.data(), n), want) << "n = " << n;
+  }
+  const float all_masked[3] = {-std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                               -std::numeric_limits<float>::infinity()};
+  EXPECT_EQ(max_of(all_masked, 3), -std::numeric_limits<float>::infinity());
 }
 
 }  // namespace

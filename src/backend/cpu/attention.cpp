@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -45,39 +46,25 @@ class OneBlasThreadEach {
   int blas_, team_;
 };
 
-// A tile operand: its f32 values, and a bf16 copy where one was made for the whole call.
+// A tile operand: its f32 values, and its bf16 copy when the call multiplies in bf16.
 struct Operand {
   const float* f32;
   const std::uint16_t* bf16 = nullptr;
 };
 
-// c[m,n] = alpha op(a)[m,k] op(b)[k,n] + beta c for one thread's tile, in the call's precision.
-// In bf16 an operand without a bf16 copy (the probabilities and their gradient, made per tile) is
-// rounded, and laid out untransposed, into the thread's scratch buffer first.
+// c[m,n] = alpha op(a)[m,k] op(b)[k,n] + beta c for one thread's tile, in the call's precision. In
+// bf16 the operands made per tile (the probabilities and their gradient) are rounded once, row by
+// row, into the thread's buffer (`rounded`); oneDNN reads them transposed where a product needs.
 class TileProducts {
  public:
-  TileProducts(bool bf16, i64 scratch_elements)
-      : bf16_(bf16), scratch_(bf16 ? static_cast<std::size_t>(scratch_elements) : 0) {}
+  TileProducts(bool bf16, i64 tile_elements)
+      : bf16_(bf16), rounded_(bf16 ? static_cast<std::size_t>(tile_elements) : 0) {}
 
   void operator()(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, Operand a, i64 lda, Operand b,
                   i64 ldb, float beta, float* c, i64 ldc) {
 #if defined(LORACPP_HAVE_ONEDNN)
     if (bf16_) {
-      const std::uint16_t* a16 = a.bf16;
-      i64 lda16 = lda;
-      if (trans_a || a16 == nullptr) {
-        std::uint16_t* out = scratch_.data();
-        if (trans_a) {
-          for (i64 p = 0; p < k; ++p)
-            for (i64 i = 0; i < m; ++i) out[i * k + p] = float_to_bf16(a.f32[p * lda + i]);
-        } else {
-          for (i64 i = 0; i < m; ++i)
-            for (i64 p = 0; p < k; ++p) out[i * k + p] = float_to_bf16(a.f32[i * lda + p]);
-        }
-        a16 = out;
-        lda16 = k;
-      }
-      gemm_bf16_serial(trans_b, m, n, k, alpha, a16, lda16, b.bf16, ldb, beta, c, ldc);
+      gemm_bf16_serial(trans_a, trans_b, m, n, k, alpha, a.bf16, lda, b.bf16, ldb, beta, c, ldc);
       return;
     }
 #endif
@@ -86,9 +73,18 @@ class TileProducts {
                 static_cast<blasint>(lda), b.f32, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
   }
 
+  // n values made in this tile as an operand; in bf16 their rounding replaces the previous tile
+  // operand's, so each must be used before the next is made.
+  Operand rounded(const float* values, i64 n) {
+    if (!bf16_) return {values};
+    std::uint16_t* out = rounded_.data();
+    for (i64 i = 0; i < n; ++i) out[i] = float_to_bf16(values[i]);  // vectorised by the compiler
+    return {values, out};
+  }
+
  private:
   bool bf16_;
-  std::vector<std::uint16_t> scratch_;
+  std::vector<std::uint16_t> rounded_;
 };
 
 // Whether this call multiplies in bf16: asked for, possible in this build, and with enough query
@@ -102,16 +98,17 @@ bool bf16_products(const AttentionGeometry& g) {
 #endif
 }
 
-// A bf16 copy of n values when the call multiplies in bf16; empty otherwise.
-std::vector<std::uint16_t> bf16_copy(bool bf16, const float* x, i64 n) {
-  if (!bf16) return {};
-  std::vector<std::uint16_t> out(static_cast<std::size_t>(n));
-  convert(x, DType::f32, out.data(), DType::bf16, n);
+// A bf16 copy of n values when the call multiplies in bf16 (every element written, so left
+// uninitialised until then); null otherwise.
+std::unique_ptr<std::uint16_t[]> bf16_copy(bool bf16, const float* x, i64 n) {
+  if (!bf16) return nullptr;
+  auto out = std::make_unique_for_overwrite<std::uint16_t[]>(static_cast<std::size_t>(n));
+  convert(x, DType::f32, out.get(), DType::bf16, n);
   return out;
 }
 
-Operand operand(const float* f32, const std::vector<std::uint16_t>& copy, i64 offset) {
-  return {f32 + offset, copy.empty() ? nullptr : copy.data() + offset};
+Operand operand(const float* f32, const std::unique_ptr<std::uint16_t[]>& copy, i64 offset) {
+  return {f32 + offset, copy ? copy.get() + offset : nullptr};
 }
 
 // Keys [0, visible) that any query of rows [t0, t1) may see.
@@ -175,8 +172,7 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
                   scores.data());
       for (i64 r = 0; r < rows; ++r) {
         float* s = scores.data() + r * visible;
-        float max = -std::numeric_limits<float>::infinity();
-        for (i64 j = 0; j < visible; ++j) max = std::max(max, s[j]);
+        const float max = max_of(s, visible);
         if (max == -std::numeric_limits<float>::infinity()) {  // every key masked: no weight anywhere
           std::fill(s, s + visible, 0.0f);
           lse_tile[r] = -std::numeric_limits<float>::infinity();
@@ -187,8 +183,8 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
         for (i64 j = 0; j < visible; ++j) s[j] *= inv;
         lse_tile[r] = max + std::log(sum);
       }
-      product(false, false, rows, g.v_dim, visible, 1.0f, {scores.data()}, visible, vh, g.v_dim, 0.0f, o_tile,
-              g.v_dim);
+      product(false, false, rows, g.v_dim, visible, 1.0f, product.rounded(scores.data(), rows * visible), visible, vh,
+              g.v_dim, 0.0f, o_tile, g.v_dim);
     }
   }
 }
@@ -247,8 +243,8 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             delta[static_cast<std::size_t>(r)] = d;
           }
           // dv += pᵀ dout; dp = dout vᵀ; ds = p (dp - delta); dq = scale ds k; dk += scale dsᵀ q
-          product(true, false, visible, g.v_dim, rows, 1.0f, {p.data()}, visible, do_tile, g.v_dim, 1.0f, dvh,
-                  g.v_dim);
+          product(true, false, visible, g.v_dim, rows, 1.0f, product.rounded(p.data(), rows * visible), visible, do_tile,
+                  g.v_dim, 1.0f, dvh, g.v_dim);
           product(false, true, rows, visible, g.v_dim, 1.0f, do_tile, g.v_dim, vh, g.v_dim, 0.0f, dp.data(), visible);
           for (i64 r = 0; r < rows; ++r) {
             float* pr = p.data() + r * visible;
@@ -256,9 +252,10 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             const float d = delta[static_cast<std::size_t>(r)];
             for (i64 j = 0; j < visible; ++j) pr[j] *= dpr[j] - d;
           }
-          product(false, false, rows, g.head_dim, visible, g.scale, {p.data()}, visible, kh, g.head_dim, 0.0f, dq_tile,
+          const Operand ds = product.rounded(p.data(), rows * visible);
+          product(false, false, rows, g.head_dim, visible, g.scale, ds, visible, kh, g.head_dim, 0.0f, dq_tile,
                   g.head_dim);
-          product(true, false, visible, g.head_dim, rows, g.scale, {p.data()}, visible, q_tile, g.head_dim, 1.0f, dkh,
+          product(true, false, visible, g.head_dim, rows, g.scale, ds, visible, q_tile, g.head_dim, 1.0f, dkh,
                   g.head_dim);
         }
       }

@@ -46,12 +46,17 @@ OneDnn& onednn() {
 }
 
 // The same products for one thread of an OpenMP team: its own primitives and stream, so team
-// members never wait on each other, and oneDNN runs the product on the calling thread alone.
+// members never wait on each other, and oneDNN runs the product on the calling thread alone. Each
+// shape keeps its memory objects too; a call only points them at its operands.
 struct SerialOneDnn {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  using Key = std::tuple<bool, i64, i64, i64, i64, i64, i64, float, float>;
-  std::map<Key, dnnl::matmul> primitives;
+  struct Product {
+    dnnl::matmul matmul;
+    dnnl::memory a, b, c;
+  };
+  using Key = std::tuple<bool, bool, i64, i64, i64, i64, i64, i64, float, float>;
+  std::map<Key, Product> products;
 };
 #endif
 
@@ -88,17 +93,17 @@ void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 ld
 }
 
 #if defined(LORACPP_HAVE_ONEDNN)
-void gemm_bf16_serial(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
-                      const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a,
+                      i64 lda, const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   if (m == 0 || n == 0) return;
   thread_local SerialOneDnn dnn;
-  using dt = dnnl::memory::data_type;
-  const dnnl::memory::desc a_desc({m, k}, dt::bf16, dnnl::memory::dims{lda, 1});
-  const dnnl::memory::desc b_desc({k, n}, dt::bf16, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
-  const dnnl::memory::desc c_desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
-  const SerialOneDnn::Key key{trans_b, m, n, k, lda, ldb, ldc, alpha, beta};
-  auto it = dnn.primitives.find(key);
-  if (it == dnn.primitives.end()) {
+  const SerialOneDnn::Key key{trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta};
+  auto it = dnn.products.find(key);
+  if (it == dnn.products.end()) {
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory::desc a_desc({m, k}, dt::bf16, trans_a ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
+    const dnnl::memory::desc b_desc({k, n}, dt::bf16, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
+    const dnnl::memory::desc c_desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
     dnnl::primitive_attr attr;
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
     if (beta != 0.0f) {
@@ -107,12 +112,17 @@ void gemm_bf16_serial(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std:
       attr.set_post_ops(sum);
     }
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_desc, c_desc), attr, dnn.engine);
-    it = dnn.primitives.emplace(key, dnnl::matmul(pd)).first;
+    SerialOneDnn::Product product{dnnl::matmul(pd), dnnl::memory(a_desc, dnn.engine, DNNL_MEMORY_NONE),
+                                  dnnl::memory(b_desc, dnn.engine, DNNL_MEMORY_NONE),
+                                  dnnl::memory(c_desc, dnn.engine, DNNL_MEMORY_NONE)};
+    it = dnn.products.emplace(key, std::move(product)).first;
   }
-  const dnnl::memory a_mem(a_desc, dnn.engine, const_cast<std::uint16_t*>(a));
-  const dnnl::memory b_mem(b_desc, dnn.engine, const_cast<std::uint16_t*>(b));
-  const dnnl::memory c_mem(c_desc, dnn.engine, c);
-  it->second.execute(dnn.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  auto& product = it->second;
+  product.a.set_data_handle(const_cast<std::uint16_t*>(a));
+  product.b.set_data_handle(const_cast<std::uint16_t*>(b));
+  product.c.set_data_handle(c);
+  product.matmul.execute(dnn.stream,
+                         {{DNNL_ARG_SRC, product.a}, {DNNL_ARG_WEIGHTS, product.b}, {DNNL_ARG_DST, product.c}});
   dnn.stream.wait();
 }
 #endif

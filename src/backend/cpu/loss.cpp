@@ -1,5 +1,4 @@
 #include <cmath>
-#include <limits>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/vec_math.h"
@@ -11,9 +10,7 @@ void cross_entropy_forward(const float* logits, const i64* targets, float* loss,
 #pragma omp parallel for if (rows * vocab > 16384)
   for (i64 r = 0; r < rows; ++r) {
     const float* row = logits + r * vocab;
-    float max = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : max)
-    for (i64 v = 0; v < vocab; ++v) max = std::max(max, row[v]);
+    const float max = max_of(row, vocab);
     // Each of 16 lanes adds at most vocab / 16 terms <= 1: f32 is enough.
     lse[r] = max + std::log(exp_shifted(row, max, 1.0f, nullptr, vocab));
     loss[r] = targets[r] == ignore_index ? 0.0f : lse[r] - row[targets[r]];

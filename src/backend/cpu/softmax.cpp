@@ -1,5 +1,4 @@
 #include <cmath>
-#include <limits>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/vec_math.h"
@@ -11,9 +10,7 @@ void softmax_forward(const float* x, float* y, i64 rows, i64 cols) {
   for (i64 r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     float* yr = y + r * cols;
-    float max = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : max)
-    for (i64 c = 0; c < cols; ++c) max = std::max(max, xr[c]);
+    const float max = max_of(xr, cols);
     const float sum = exp_shifted(xr, max, 1.0f, yr, cols);
     const float inv = 1.0f / sum;
 #pragma omp simd

@@ -55,6 +55,20 @@ inline __m512 fast_exp16(__m512 x) {
 }
 #endif
 
+// The largest of x[0..n), -inf when n is 0; a NaN among them is passed over, as std::max(max, x[i])
+// passes it over (GCC does not vectorise that loop: the order of a float max is not free to change).
+inline float max_of(const float* x, std::int64_t n) {
+  std::int64_t i = 0;
+  float max = -__builtin_inff();
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_set1_ps(max);
+  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(_mm512_loadu_ps(x + i), acc);  // a NaN lane keeps acc
+  max = _mm512_reduce_max_ps(acc);
+#endif
+  for (; i < n; ++i) max = x[i] > max ? x[i] : max;
+  return max;
+}
+
 // out[i] = exp(x[i] - shift) * scale; returns the sum of the out[i].
 inline float exp_shifted(const float* x, float shift, float scale, float* out, std::int64_t n) {
   std::int64_t i = 0;
