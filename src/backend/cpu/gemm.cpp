@@ -13,8 +13,11 @@ constexpr i64 kSmallProduct = i64{1} << 16;  // multiply-adds below which a plai
 // splits those poorly: its threads spent more time yielding to each other than multiplying.
 constexpr i64 kRankUpdate = 32;
 
-// c = alpha a op(b) + beta c for small k: each thread takes whole rows of c and adds k scaled rows
-// of b (packed as [k, n] once) into each.
+// c = alpha a op(b) + beta c for small k: each thread takes whole rows of c. A row goes in blocks
+// of kRankBlock columns held in registers while the k scaled rows of b (packed as [k, n] once) are
+// added, so each element of c is loaded and stored once, not once per k (a third less time when c
+// is in cache; from memory both forms wait on it).
+constexpr i64 kRankBlock = 64;
 void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b, i64 ldb,
                  float beta, float* c, i64 ldc) {
   std::vector<float> packed;
@@ -30,15 +33,25 @@ void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a,
 #pragma omp parallel for if (m * n * k > kSmallProduct)
   for (i64 i = 0; i < m; ++i) {
     float* ci = c + i * ldc;
-    if (beta == 0.0f) {
-      std::fill(ci, ci + n, 0.0f);
-    } else if (beta != 1.0f) {
-      for (i64 j = 0; j < n; ++j) ci[j] *= beta;
+    float scale[kRankUpdate];
+    for (i64 p = 0; p < k; ++p) scale[p] = alpha * a[i * lda + p];
+    i64 j0 = 0;
+    for (; j0 + kRankBlock <= n; j0 += kRankBlock) {
+      float acc[kRankBlock];
+#pragma GCC unroll 64
+      for (i64 j = 0; j < kRankBlock; ++j) acc[j] = beta == 0.0f ? 0.0f : beta * ci[j0 + j];
+      for (i64 p = 0; p < k; ++p) {
+        const float* bp = rows + p * ld + j0;
+#pragma GCC unroll 64
+        for (i64 j = 0; j < kRankBlock; ++j) acc[j] += scale[p] * bp[j];
+      }
+#pragma GCC unroll 64
+      for (i64 j = 0; j < kRankBlock; ++j) ci[j0 + j] = acc[j];
     }
-    for (i64 p = 0; p < k; ++p) {
-      const float s = alpha * a[i * lda + p];
-      const float* bp = rows + p * ld;
-      for (i64 j = 0; j < n; ++j) ci[j] += s * bp[j];
+    for (i64 j = j0; j < n; ++j) {
+      float sum = beta == 0.0f ? 0.0f : beta * ci[j];
+      for (i64 p = 0; p < k; ++p) sum += scale[p] * rows[p * ld + j];
+      ci[j] = sum;
     }
   }
 }
