@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "backend/cpu/cpu_kernels.h"
 
 namespace loracpp::backend::cpu {
@@ -13,45 +17,61 @@ constexpr i64 kSmallProduct = i64{1} << 16;  // multiply-adds below which a plai
 // splits those poorly: its threads spent more time yielding to each other than multiplying.
 constexpr i64 kRankUpdate = 32;
 
-// c = alpha a op(b) + beta c for small k: each thread takes whole rows of c. A row goes in blocks
-// of kRankBlock columns held in registers while the k scaled rows of b (packed as [k, n] once) are
-// added, so each element of c is loaded and stored once, not once per k (a third less time when c
-// is in cache; from memory both forms wait on it).
+// c = alpha a op(b) + beta c for small k. The whole column blocks of b (kRankBlock wide) are packed
+// once, each block's k rows contiguous (4 KiB at k = 16, where rows n apart would share L1 sets).
+// Each thread takes groups of kRankRows rows of c and walks them one column block at a time: the
+// block of b stays in L1 for the whole group, and each row's block of c is held in registers
+// while its k scaled rows of b are added, so c is loaded and stored once.
 constexpr i64 kRankBlock = 64;
+constexpr i64 kRankRows = 16;
+
 void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b, i64 ldb,
                  float beta, float* c, i64 ldc) {
-  std::vector<float> packed;
-  const float* rows = b;
-  i64 ld = ldb;
-  if (trans_b) {
-    packed.resize(static_cast<std::size_t>(k * n));
-    for (i64 j = 0; j < n; ++j)
-      for (i64 p = 0; p < k; ++p) packed[static_cast<std::size_t>(p * n + j)] = b[j * ldb + p];
-    rows = packed.data();
-    ld = n;
-  }
-#pragma omp parallel for if (m * n * k > kSmallProduct)
-  for (i64 i = 0; i < m; ++i) {
-    float* ci = c + i * ldc;
-    float scale[kRankUpdate];
-    for (i64 p = 0; p < k; ++p) scale[p] = alpha * a[i * lda + p];
-    i64 j0 = 0;
-    for (; j0 + kRankBlock <= n; j0 += kRankBlock) {
-      float acc[kRankBlock];
-#pragma GCC unroll 64
-      for (i64 j = 0; j < kRankBlock; ++j) acc[j] = beta == 0.0f ? 0.0f : beta * ci[j0 + j];
-      for (i64 p = 0; p < k; ++p) {
-        const float* bp = rows + p * ld + j0;
-#pragma GCC unroll 64
-        for (i64 j = 0; j < kRankBlock; ++j) acc[j] += scale[p] * bp[j];
-      }
-#pragma GCC unroll 64
-      for (i64 j = 0; j < kRankBlock; ++j) ci[j0 + j] = acc[j];
+  auto b_at = [&](i64 p, i64 j) { return trans_b ? b[j * ldb + p] : b[p * ldb + j]; };
+  const i64 blocks = n / kRankBlock, whole = blocks * kRankBlock;
+  std::vector<float> packed(static_cast<std::size_t>(whole * k));
+  for (i64 block = 0; block < blocks; ++block)
+    for (i64 p = 0; p < k; ++p)
+      for (i64 j = 0; j < kRankBlock; ++j)
+        packed[static_cast<std::size_t>((block * k + p) * kRankBlock + j)] = b_at(p, block * kRankBlock + j);
+  // c[j0, j0 + kRankBlock) of one row = beta c + sum over p of scale[p] b[p, the same columns].
+  auto row_block = [&](const float* scale, float* ci, i64 block) {
+    const float* bp = packed.data() + block * k * kRankBlock;
+    float* cb = ci + block * kRankBlock;
+#if defined(__AVX512F__)
+    static_assert(kRankBlock == 64);
+    __m512 acc[4];
+    for (int q = 0; q < 4; ++q)
+      acc[q] = beta == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(cb + 16 * q));
+    for (i64 p = 0; p < k; ++p, bp += kRankBlock) {
+      const __m512 sp = _mm512_set1_ps(scale[p]);
+      for (int q = 0; q < 4; ++q) acc[q] = _mm512_fmadd_ps(sp, _mm512_loadu_ps(bp + 16 * q), acc[q]);
     }
-    for (i64 j = j0; j < n; ++j) {
-      float sum = beta == 0.0f ? 0.0f : beta * ci[j];
-      for (i64 p = 0; p < k; ++p) sum += scale[p] * rows[p * ld + j];
-      ci[j] = sum;
+    for (int q = 0; q < 4; ++q) _mm512_storeu_ps(cb + 16 * q, acc[q]);
+#else
+    for (i64 j = 0; j < kRankBlock; ++j) {
+      float sum = beta == 0.0f ? 0.0f : beta * cb[j];
+      for (i64 p = 0; p < k; ++p) sum += scale[p] * bp[p * kRankBlock + j];
+      cb[j] = sum;
+    }
+#endif
+  };
+  const i64 groups = (m + kRankRows - 1) / kRankRows;
+#pragma omp parallel for if (m * n * k > kSmallProduct)
+  for (i64 group = 0; group < groups; ++group) {
+    const i64 i0 = group * kRankRows, i1 = std::min(m, i0 + kRankRows);
+    float scale[kRankRows][kRankUpdate];
+    for (i64 i = i0; i < i1; ++i)
+      for (i64 p = 0; p < k; ++p) scale[i - i0][p] = alpha * a[i * lda + p];
+    for (i64 block = 0; block < blocks; ++block)
+      for (i64 i = i0; i < i1; ++i) row_block(scale[i - i0], c + i * ldc, block);
+    for (i64 i = i0; i < i1; ++i) {
+      float* ci = c + i * ldc;
+      for (i64 j = whole; j < n; ++j) {
+        float sum = beta == 0.0f ? 0.0f : beta * ci[j];
+        for (i64 p = 0; p < k; ++p) sum += scale[i - i0][p] * b_at(p, j);
+        ci[j] = sum;
+      }
     }
   }
 }
