@@ -6,6 +6,8 @@
 //   bench_llama --preset tiny --mode lora --rank 8 --targets q,v --steps 5
 //   bench_llama --preset small --mode forward --steps 3
 //   bench_llama --model ../shared/models/stories260K/stories260K.bin --mode generate --tokens 200
+//   bench_llama --preset small --mode generate --tokens 256 --rank 16   (adds the merged rate and
+//     what an unmerged r=16 adapter on every linear layer costs against it)
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -214,24 +216,50 @@ int main(int argc, char** argv) {
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     counted = static_cast<std::int64_t>(steps) * p.batch * p.seq;
   } else {
-    if (app.count("--rank") > 0) {  // an unmerged adapter on the side: what it costs per token
+    tokens = std::min(tokens, model->config().max_position_embeddings - 1);
+    // Greedy generation of `count` tokens into `cache`; returns the seconds taken.
+    auto generate = [&](models::KVCache& cache, std::int64_t& token, std::int64_t count) {
+      const auto start = std::chrono::steady_clock::now();
+      for (std::int64_t t = 0; t < count; ++t) {
+        const auto logits =
+            model->forward(Tensor::from_ints(std::vector<std::int64_t>{token}, {1, 1}), &cache, true).to_floats();
+        token = std::max_element(logits.begin(), logits.end()) - logits.begin();
+      }
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    auto cache = model->make_cache(1, tokens + 1);
+    std::int64_t token = 1;
+    generate(cache, token, 1);  // warm-up position
+    if (app.count("--rank") == 0) {
+      seconds = generate(cache, token, tokens);
+      counted = tokens;
+    } else {
+      // What an unmerged adapter costs: the same model generates with the adapter on the side and
+      // merged into its weights, in alternating blocks of 16 tokens, each way with its own cache,
+      // so that both see the same positions and the same spells of a neighbour's load.
       lora::LoraConfig config;
       config.r = rank;
       config.lora_alpha = alpha;
       config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
       lora::attach_adapter(*model, "default", config, 3);
+      auto merged_cache = model->make_cache(1, tokens + 1);
+      std::int64_t merged_token = 1;
+      lora::merge_adapter(*model, "default");
+      generate(merged_cache, merged_token, 1);
+      lora::unmerge_adapter(*model, "default");
+      double merged_seconds = 0;
+      for (std::int64_t done = 0; done < tokens; done += 16) {
+        const std::int64_t block = std::min<std::int64_t>(16, tokens - done);
+        seconds += generate(cache, token, block);
+        lora::merge_adapter(*model, "default");
+        merged_seconds += generate(merged_cache, merged_token, block);
+        lora::unmerge_adapter(*model, "default");
+      }
+      counted = tokens;
+      const double merged_rate = static_cast<double>(counted) / merged_seconds;
+      extra = fmt::format(", \"merged_tokens_per_s\": {:.1f}, \"unmerged_cost\": {:.3f}", merged_rate,
+                          1.0 - static_cast<double>(counted) / seconds / merged_rate);
     }
-    tokens = std::min(tokens, model->config().max_position_embeddings - 1);
-    auto cache = model->make_cache(1, tokens + 1);
-    std::int64_t token = 1;
-    model->forward(Tensor::from_ints(std::vector<std::int64_t>{token}, {1, 1}), &cache, true);  // warm-up position
-    const auto start = std::chrono::steady_clock::now();
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      const auto logits = model->forward(Tensor::from_ints(std::vector<std::int64_t>{token}, {1, 1}), &cache, true).to_floats();
-      token = std::max_element(logits.begin(), logits.end()) - logits.begin();
-    }
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    counted = tokens;
   }
   fmt::print("{{\"engine\": \"loracpp\", \"preset\": \"{}\", \"model\": \"{}\", \"mode\": \"{}\", \"threads\": {}, "
              "\"dtype\": \"{}\", \"tokens_per_s\": {:.1f}, \"peak_rss_mb\": {:.1f}{}}}\n",

@@ -53,7 +53,11 @@ TEST(CpuGemm, RankUpdatesMatchTheReferenceOnWholeAndPartialColumnBlocks) {
 }
 
 TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
-  expect_matches_reference({true, false, 7, 9, 5, 1.5f, 0.5f});     // below the BLAS threshold
+  for (const bool trans_a : {false, true})  // below the BLAS threshold, each layout
+    for (const bool trans_b : {false, true}) expect_matches_reference({trans_a, trans_b, 7, 9, 5, 1.5f, 0.5f});
+  expect_matches_reference({false, true, 1, 16, 768, 1.0f, 0.0f});  // one token through A: long dot products
+  expect_matches_reference({false, true, 1, 768, 16, 2.0f, 1.0f});  // and back through B into the output
+  expect_matches_reference({false, false, 1, 768, 16, 2.0f, 1.0f});
   expect_matches_reference({true, true, 70, 90, 40, 1.0f, 1.0f});    // transposed a: BLAS even for small k
   expect_matches_reference({false, true, 120, 150, 48, 0.5f, 0.0f});  // k past the rank-update limit
 }

@@ -17,6 +17,43 @@ constexpr i64 kSmallProduct = i64{1} << 16;  // multiply-adds below which a plai
 // splits those poorly: its threads spent more time yielding to each other than multiplying.
 constexpr i64 kRankUpdate = 32;
 
+// c = alpha op(a) op(b) + beta c for products too small to repay a library call (a LoRA branch on
+// one generated token), vectorised along a contiguous run: the shared dimension when b is
+// transposed (dot products), else the columns of c (a scaled row of b added per term).
+void small_product(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
+                   const float* b, i64 ldb, float beta, float* c, i64 ldc) {
+  for (i64 i = 0; i < m; ++i) {
+    float* ci = c + i * ldc;
+    auto a_at = [&](i64 p) { return trans_a ? a[p * lda + i] : a[i * lda + p]; };
+    if (trans_b) {
+      for (i64 j = 0; j < n; ++j) {
+        const float* bj = b + j * ldb;
+        float sum = 0;
+        if (trans_a) {
+          for (i64 p = 0; p < k; ++p) sum += a_at(p) * bj[p];
+        } else {
+          const float* ai = a + i * lda;
+#pragma omp simd reduction(+ : sum)
+          for (i64 p = 0; p < k; ++p) sum += ai[p] * bj[p];
+        }
+        ci[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * ci[j]);
+      }
+    } else {
+      if (beta == 0.0f) {
+        std::fill(ci, ci + n, 0.0f);
+      } else if (beta != 1.0f) {
+        for (i64 j = 0; j < n; ++j) ci[j] *= beta;
+      }
+      for (i64 p = 0; p < k; ++p) {
+        const float s = alpha * a_at(p);
+        const float* bp = b + p * ldb;
+#pragma omp simd
+        for (i64 j = 0; j < n; ++j) ci[j] += s * bp[j];
+      }
+    }
+  }
+}
+
 // c = alpha a op(b) + beta c for small k. The whole column blocks of b (kRankBlock wide) are packed
 // once, each block's k rows contiguous (4 KiB at k = 16, where rows n apart would share L1 sets).
 // Each thread takes groups of kRankRows rows of c and walks them one column block at a time: the
@@ -82,12 +119,7 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
   count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
   if (m * n * k <= kSmallProduct) {  // e.g. a LoRA branch on one token: a library call costs more than the work
-    for (i64 i = 0; i < m; ++i)
-      for (i64 j = 0; j < n; ++j) {
-        float sum = 0;
-        for (i64 p = 0; p < k; ++p) sum += (trans_a ? a[p * lda + i] : a[i * lda + p]) * (trans_b ? b[j * ldb + p] : b[p * ldb + j]);
-        c[i * ldc + j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]);
-      }
+    small_product(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   if (k <= kRankUpdate && !trans_a) return rank_update(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
