@@ -54,39 +54,43 @@ void small_product(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha,
   }
 }
 
-// c = alpha a op(b) + beta c for small k. The whole column blocks of b (kRankBlock wide) are packed
-// once, each block's k rows contiguous (4 KiB at k = 16, where rows n apart would share L1 sets).
-// Each thread takes groups of kRankRows rows of c and walks them one column block at a time: the
-// block of b stays in L1 for the whole group, and each row's block of c is held in registers
-// while its k scaled rows of b are added, so c is loaded and stored once.
+// c = alpha a op(b) + beta c for small k. b is packed once in blocks of kRankBlock columns, each
+// block's k rows contiguous (4 KiB at k = 16, where rows n apart would share L1 sets) and the last
+// block padded with zeros. Each thread takes groups of kRankRows rows of c and walks them one
+// column block at a time: the block of b stays in L1 for the whole group, and each row's block of
+// c is held in registers while its k scaled rows of b are added, so c is loaded and stored once.
 constexpr i64 kRankBlock = 64;
 constexpr i64 kRankRows = 16;
 
 void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b, i64 ldb,
                  float beta, float* c, i64 ldc) {
-  auto b_at = [&](i64 p, i64 j) { return trans_b ? b[j * ldb + p] : b[p * ldb + j]; };
-  const i64 blocks = n / kRankBlock, whole = blocks * kRankBlock;
-  std::vector<float> packed(static_cast<std::size_t>(whole * k));
+  const i64 blocks = (n + kRankBlock - 1) / kRankBlock;
+  std::vector<float> packed(static_cast<std::size_t>(blocks * k * kRankBlock), 0.0f);
   for (i64 block = 0; block < blocks; ++block)
     for (i64 p = 0; p < k; ++p)
-      for (i64 j = 0; j < kRankBlock; ++j)
-        packed[static_cast<std::size_t>((block * k + p) * kRankBlock + j)] = b_at(p, block * kRankBlock + j);
-  // c[j0, j0 + kRankBlock) of one row = beta c + sum over p of scale[p] b[p, the same columns].
-  auto row_block = [&](const float* scale, float* ci, i64 block) {
-    const float* bp = packed.data() + block * k * kRankBlock;
-    float* cb = ci + block * kRankBlock;
+      for (i64 j = block * kRankBlock; j < std::min(n, (block + 1) * kRankBlock); ++j)
+        packed[static_cast<std::size_t>((block * k + p) * kRankBlock + j % kRankBlock)] =
+            trans_b ? b[j * ldb + p] : b[p * ldb + j];
+  // The `cols` (at most kRankBlock) columns of one row's block: beta c + sum over p of scale[p] b[p].
+  auto row_block = [&](const float* scale, float* cb, const float* bp, i64 cols) {
 #if defined(__AVX512F__)
     static_assert(kRankBlock == 64);
+    __mmask16 lanes[4];
+    for (int q = 0; q < 4; ++q) {
+      const i64 left = std::clamp<i64>(cols - 16 * q, 0, 16);
+      lanes[q] = static_cast<__mmask16>((1u << left) - 1u);
+    }
     __m512 acc[4];
     for (int q = 0; q < 4; ++q)
-      acc[q] = beta == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(cb + 16 * q));
+      acc[q] = beta == 0.0f ? _mm512_setzero_ps()
+                            : _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes[q], cb + 16 * q));
     for (i64 p = 0; p < k; ++p, bp += kRankBlock) {
       const __m512 sp = _mm512_set1_ps(scale[p]);
       for (int q = 0; q < 4; ++q) acc[q] = _mm512_fmadd_ps(sp, _mm512_loadu_ps(bp + 16 * q), acc[q]);
     }
-    for (int q = 0; q < 4; ++q) _mm512_storeu_ps(cb + 16 * q, acc[q]);
+    for (int q = 0; q < 4; ++q) _mm512_mask_storeu_ps(cb + 16 * q, lanes[q], acc[q]);
 #else
-    for (i64 j = 0; j < kRankBlock; ++j) {
+    for (i64 j = 0; j < cols; ++j) {
       float sum = beta == 0.0f ? 0.0f : beta * cb[j];
       for (i64 p = 0; p < k; ++p) sum += scale[p] * bp[p * kRankBlock + j];
       cb[j] = sum;
@@ -100,15 +104,10 @@ void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a,
     float scale[kRankRows][kRankUpdate];
     for (i64 i = i0; i < i1; ++i)
       for (i64 p = 0; p < k; ++p) scale[i - i0][p] = alpha * a[i * lda + p];
-    for (i64 block = 0; block < blocks; ++block)
-      for (i64 i = i0; i < i1; ++i) row_block(scale[i - i0], c + i * ldc, block);
-    for (i64 i = i0; i < i1; ++i) {
-      float* ci = c + i * ldc;
-      for (i64 j = whole; j < n; ++j) {
-        float sum = beta == 0.0f ? 0.0f : beta * ci[j];
-        for (i64 p = 0; p < k; ++p) sum += scale[i - i0][p] * b_at(p, j);
-        ci[j] = sum;
-      }
+    for (i64 block = 0; block < blocks; ++block) {
+      const i64 j0 = block * kRankBlock, cols = std::min(kRankBlock, n - j0);
+      const float* bp = packed.data() + block * k * kRankBlock;
+      for (i64 i = i0; i < i1; ++i) row_block(scale[i - i0], c + i * ldc + j0, bp, cols);
     }
   }
 }
