@@ -66,7 +66,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const bool grad_x = recording && x.requires_grad(), grad_w = recording && weight.requires_grad();
   const Tensor xf = as_f32(x);
   const Tensor x2 = xf.as_strided({rows, in}, {in, 1}, xf.byte_offset());
-  const Tensor w = weight.dtype() == DType::bf16 ? weight : contiguous_raw(as_f32(weight));
+  const Tensor w = contiguous_raw(weight.dtype() == DType::bf16 ? weight : as_f32(weight));
   const Tensor wt = w.as_strided({in, vocab}, {1, in}, w.byte_offset());
   const std::int64_t chunk =
       chunk_rows > 0 ? chunk_rows : std::max<std::int64_t>(256, (std::int64_t{8} << 20) / std::max<std::int64_t>(vocab, 1));
@@ -87,7 +87,17 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
       // The chunk's gradient of the mean loss, for an upstream gradient of 1, over its own logits.
       LORACPP_KERNEL(device, cross_entropy_backward)(f32(logits), id + r0, f32(lse) + r0, inv_count, f32(logits), m,
                                                      vocab, ignore_index);
-      if (grad_x) assign(slice(dx, 0, r0, r0 + m), matmul(logits, w));
+      if (grad_x) {  // dx's rows of the chunk = its gradient W, written in place
+        float* dx_rows = f32(dx) + r0 * in;
+        if (w.dtype() == DType::bf16) {
+          const Tensor g16 = cast_raw(logits, DType::bf16);
+          LORACPP_KERNEL(device, gemm_bf16)(false, m, in, vocab, g16.data<std::uint16_t>(), vocab,
+                                            w.data<std::uint16_t>(), in, dx_rows, in);
+        } else {
+          LORACPP_KERNEL(device, gemm)(false, false, m, in, vocab, 1.0f, f32(logits), vocab, f32(w), in, 0.0f, dx_rows,
+                                       in);
+        }
+      }
       if (grad_w)
         LORACPP_KERNEL(device, gemm)(true, false, vocab, in, m, 1.0f, f32(logits), vocab, f32(xc), in, 1.0f, f32(dw),
                                      in);

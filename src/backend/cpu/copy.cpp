@@ -1,3 +1,4 @@
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -41,6 +42,31 @@ void store_all(Load load, void* dst, DType dst_dtype, i64 n) {
     }
   }
 }
+
+// An element-by-element strided copy: a 2-D one (a transpose, as the LoRA backward makes) as a
+// plain double loop, a deeper one over the offsets of its leading dimensions.
+template <class T>
+void copy_elements(const T* in, const i64* src_strides, T* out, const i64* dst_strides, const Shape& dims) {
+  const int rank = static_cast<int>(dims.size());
+  if (rank == 0) {
+    out[0] = in[0];
+    return;
+  }
+  const i64 rows = rank >= 2 ? dims[rank - 2] : 1, cols = dims[rank - 1];
+  const i64 s_row = rank >= 2 ? src_strides[rank - 2] : 0, s_col = src_strides[rank - 1];
+  const i64 d_row = rank >= 2 ? dst_strides[rank - 2] : 0, d_col = dst_strides[rank - 1];
+  auto plane = [&](const T* from, T* to) {
+    for (i64 i = 0; i < rows; ++i)
+      for (i64 j = 0; j < cols; ++j) to[i * d_row + j * d_col] = from[i * s_row + j * s_col];
+  };
+  if (rank <= 2) return plane(in, out);
+  const Shape outer(dims.begin(), dims.end() - 2);
+  std::vector<i64> offsets;
+  for_each_offset(outer, Shape(dst_strides, dst_strides + rank - 2), [&](i64 o) { offsets.push_back(o); });
+  std::size_t k = 0;
+  for_each_offset(outer, Shape(src_strides, src_strides + rank - 2), [&](i64 o) { plane(in + o, out + offsets[k++]); });
+}
+
 }  // namespace
 
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
@@ -99,6 +125,19 @@ void copy_strided(const void* src, const i64* src_strides, void* dst, const i64*
       std::memcpy(out + offsets[k++] * element, in + o * element, row);
     });
     return;
+  }
+  switch (element_size) {  // elements of a size the compiler can move in one instruction
+    case 2:
+      return copy_elements(static_cast<const std::uint16_t*>(src), src_strides,
+                           static_cast<std::uint16_t*>(dst), dst_strides, dims);
+    case 4:
+      return copy_elements(static_cast<const std::uint32_t*>(src), src_strides,
+                           static_cast<std::uint32_t*>(dst), dst_strides, dims);
+    case 8:
+      return copy_elements(static_cast<const std::uint64_t*>(src), src_strides,
+                           static_cast<std::uint64_t*>(dst), dst_strides, dims);
+    default:
+      break;
   }
   std::vector<i64> offsets;
   offsets.reserve(static_cast<std::size_t>(shape_numel(dims)));
