@@ -76,15 +76,24 @@ TEST(Bf16Path, InputGradientFlowsThroughABf16FrozenWeight) {
 }
 
 // Fused attention with bf16 tile products against the f32 kernel: output and the q, k, v gradients,
-// grouped-query and causal, over several tiles of queries and a length that is no tile multiple.
-TEST(Bf16Path, AttentionInBf16MatchesTheF32KernelWithinBf16Rounding) {
+// grouped-query, over several tiles of queries and a length that is no tile multiple; causal, and
+// with an additive padding mask over more keys than queries.
+void expect_bf16_attention_matches_f32(std::int64_t q_len, std::int64_t kv_len, bool causal, bool masked) {
   Rng rng(9);
-  const Tensor q0 = randn({2, 4, 150, 32}, rng), k0 = randn({2, 2, 150, 32}, rng), v0 = randn({2, 2, 150, 32}, rng);
-  const Tensor upstream = randn({2, 4, 150, 32}, rng);
+  const Tensor q0 = randn({2, 4, q_len, 32}, rng), k0 = randn({2, 2, kv_len, 32}, rng),
+               v0 = randn({2, 2, kv_len, 32}, rng);
+  const Tensor upstream = randn({2, 4, q_len, 32}, rng);
+  Tensor mask;
+  if (masked) {  // the second batch item cannot see its last 40 keys
+    std::vector<float> m(static_cast<std::size_t>(2 * kv_len), 0.0f);
+    for (std::int64_t j = kv_len - 40; j < kv_len; ++j) m[static_cast<std::size_t>(kv_len + j)] = -1e9f;
+    mask = Tensor::from_floats(m, {2, 1, 1, kv_len});
+  }
   auto run = [&](bool bf16) {
     Tensor q = ops::scale(q0, 1.0f), k = ops::scale(k0, 1.0f), v = ops::scale(v0, 1.0f);
     for (Tensor* t : {&q, &k, &v}) t->set_requires_grad();
-    const Tensor out = ops::scaled_dot_product_attention(q, k, v, {.causal = true, .bf16_products = bf16});
+    const Tensor out =
+        ops::scaled_dot_product_attention(q, k, v, {.causal = causal, .mask = mask, .bf16_products = bf16});
     autograd::backward(ops::sum(ops::mul(out, upstream)));
     return std::vector<std::vector<float>>{out.to_floats(), q.grad().to_floats(), k.grad().to_floats(),
                                            v.grad().to_floats()};
@@ -99,6 +108,15 @@ TEST(Bf16Path, AttentionInBf16MatchesTheF32KernelWithinBf16Rounding) {
     EXPECT_LT(worst, 0.02 * scale) << names[t] << ": worst difference " << worst << " against a scale of " << scale;
     EXPECT_GT(worst, 0.0) << names[t] << " took the f32 products";  // the bf16 products did run
   }
+}
+
+TEST(Bf16Path, AttentionInBf16MatchesTheF32KernelWithinBf16Rounding) {
+  expect_bf16_attention_matches_f32(150, 150, true, false);
+}
+
+TEST(Bf16Path, MaskedAttentionOverMoreKeysThanQueriesInBf16MatchesTheF32Kernel) {
+  expect_bf16_attention_matches_f32(70, 200, false, true);
+  expect_bf16_attention_matches_f32(70, 200, true, true);  // causal with a cache's worth of earlier keys
 }
 
 }  // namespace
