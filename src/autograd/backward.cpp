@@ -10,7 +10,24 @@ namespace loracpp::autograd {
 
 namespace {
 
-void accumulate(Tensor& slot, const Tensor& grad) { slot = slot.defined() ? ops::add(slot, grad) : grad; }
+// Whether nothing but `slot` can see its tensor's values: the only handle on the tensor and on its
+// storage (no view, no other gradient slot, no node or caller holding it).
+bool held_only_here(const Tensor& slot) {
+  return slot.impl_ptr().use_count() == 1 && slot.storage() && slot.storage().use_count() == 1;
+}
+
+// slot += grad: in place where slot alone holds a contiguous f32 gradient (a residual stream's
+// gradient gathers one term per use), else into a new tensor.
+void accumulate(Tensor& slot, const Tensor& grad) {
+  if (!slot.defined()) {
+    slot = grad;
+  } else if (held_only_here(slot) && slot.dtype() == DType::f32 && slot.is_contiguous() &&
+             grad.shape() == slot.shape() && grad.device() == slot.device()) {
+    ops::add_into(slot, grad);
+  } else {
+    slot = ops::add(slot, grad);
+  }
+}
 
 // A leaf's gradient gets storage of its own: the one handed back may be a view of saved state.
 Tensor owned(const Tensor& grad) { return ops::scale(grad, 1.0f); }

@@ -43,6 +43,20 @@ Tensor add(const Tensor& a, const Tensor& b) {
   });
 }
 
+void add_into(Tensor& acc, const Tensor& x) {
+  constexpr std::string_view op = "add_into";
+  check(acc.defined() && acc.dtype() == DType::f32 && acc.is_contiguous(), op,
+        "the accumulator must be a contiguous f32 tensor");
+  check(x.defined() && x.shape() == acc.shape(), op, "x must have the accumulator's shape {}, got {}",
+        shape_str(acc.shape()), x.defined() ? shape_str(x.shape()) : "undefined");
+  require_same_device(op, {acc, x});
+  const Tensor xf = as_f32(x);
+  const Shape strides = contiguous_strides(acc.shape());
+  float* out = acc.mutable_data<float>();
+  LORACPP_KERNEL(acc.device(), binary)(BinaryOp::add, out, strides.data(), f32(xf), xf.strides().data(), out,
+                                       acc.shape().data(), static_cast<int>(acc.dim()));
+}
+
 Tensor sub(const Tensor& a, const Tensor& b) {
   trace_op(OpId::sub);
   return record(OpId::sub, binary_raw("sub", BinaryOp::sub, a, b), {a, b}, [](const Node& n, const Tensor& g) {

@@ -205,41 +205,41 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
   return record(OpId::lora_linear, result, {x, weight, bias, a, b},
                 [x16, t, af, b16, w, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
-                  const Device device = grad.device();
-                  auto product = LORACPP_KERNEL(device, gemm);
-                  auto product16 = LORACPP_KERNEL(device, gemm_bf16);
+                  const Device grad_device = grad.device();
+                  auto product = LORACPP_KERNEL(grad_device, gemm);
+                  auto product16 = LORACPP_KERNEL(grad_device, gemm_bf16);
                   const Tensor g16 = cast_raw(as_f32(grad), DType::bf16);  // [n, out], used by this node only
                   std::vector<Tensor> grads(5);
                   Tensor u;  // g B [n, r], shared by dx and dA
                   if (node.needs_grad(0) || node.needs_grad(3)) {
-                    u = empty_f32({n, r}, device);
+                    u = empty_f32({n, r}, grad_device);
                     product16(false, n, r, out, u16(g16), out, u16(b16), r, f32(u), r);
                   }
                   if (node.needs_grad(0)) {  // dx = g W + scale u A
-                    Tensor dx = empty_f32({n, in}, device);
+                    Tensor dx = empty_f32({n, in}, grad_device);
                     product16(false, n, in, out, u16(g16), out, u16(w), in, f32(dx), in);
                     product(false, false, n, in, r, scale, f32(u), r, f32(af), in, 1.0f, f32(dx), in);
                     grads[0] = cast_raw(view_as(dx, node.inputs[0].shape()), node.inputs[0].dtype());
                   }
                   if (node.needs_grad(1)) {  // a trainable base weight (not LoRA's case): gᵀ x, in f32
-                    const Tensor g = view_as(as_f32(grad), {n, out}), x = as_f32(x16);
-                    Tensor dw = empty_f32({out, in}, device);
-                    product(true, false, out, in, n, 1.0f, f32(g), out, f32(x), in, 0.0f, f32(dw), in);
+                    const Tensor g = view_as(as_f32(grad), {n, out}), xf = as_f32(x16);
+                    Tensor dw = empty_f32({out, in}, grad_device);
+                    product(true, false, out, in, n, 1.0f, f32(g), out, f32(xf), in, 0.0f, f32(dw), in);
                     grads[1] = cast_raw(dw, node.inputs[1].dtype());
                   }
                   if (node.needs_grad(2))
                     grads[2] = cast_raw(sum_to(view_as(as_f32(grad), {n, out}), {out}), node.inputs[2].dtype());
                   if (node.needs_grad(3)) {  // dA = scale uᵀ x
-                    Tensor da = empty_f32({r, in}, device);
+                    Tensor da = empty_f32({r, in}, grad_device);
                     product16(false, r, in, n, u16(transposed_bf16(u)), n, u16(x16), in, f32(da), in);
-                    LORACPP_KERNEL(device, scale)(f32(da), scale, f32(da), da.numel());
+                    LORACPP_KERNEL(grad_device, scale)(f32(da), scale, f32(da), da.numel());
                     grads[3] = cast_raw(da, node.inputs[3].dtype());
                   }
                   if (node.needs_grad(4)) {  // dB = scale gᵀ t, as (tᵀ g)ᵀ so that g is read as it lies
-                    Tensor dbt = empty_f32({r, out}, device);
+                    Tensor dbt = empty_f32({r, out}, grad_device);
                     product16(false, r, out, n, u16(transposed_bf16(t)), n, u16(g16), out, f32(dbt), out);
                     Tensor db = contiguous_raw(transposed(dbt));
-                    LORACPP_KERNEL(device, scale)(f32(db), scale, f32(db), db.numel());
+                    LORACPP_KERNEL(grad_device, scale)(f32(db), scale, f32(db), db.numel());
                     grads[4] = cast_raw(db, node.inputs[4].dtype());
                   }
                   return grads;

@@ -30,6 +30,9 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view place);
 
 // ---- arithmetic (numpy broadcasting; both operands of one floating dtype) ----
 Tensor add(const Tensor& a, const Tensor& b);
+// acc += x in acc's own storage (contiguous f32, x of the same shape and device), never recorded:
+// for the autograd engine's sums of gradients it alone holds.
+void add_into(Tensor& acc, const Tensor& x);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
