@@ -7,6 +7,8 @@
 #   bash bench/run_lora.sh [threads] [presets...]        e.g. bash bench/run_lora.sh 2 tiny small smollm
 # Each LoRA row runs the four engines ROUNDS times (default 2), interleaved, and keeps each one's
 # fastest round: these machines are shared, and a neighbour's burst should not decide a ratio.
+# Both engines run with their default threading environment (OpenMP's default waiting policy), as
+# a user would run them.
 # SMOKE=1 runs a tiny shape for one step in both dtypes, ours only, and checks the output (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +17,8 @@ shift || true
 presets=${*:-tiny small smollm}
 peer=../shared/peers/torch_lora_bench.py
 ours=${BENCH_LLAMA:-build/bench/bench_llama}
-export OMP_WAIT_POLICY=PASSIVE
 rounds=${ROUNDS:-2}
+unset OMP_WAIT_POLICY GOMP_SPINCOUNT
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 # Of two JSON results, the one with more tokens/s (the first when the second is empty).
 faster() { python3 -c "import json,sys; a,b=sys.argv[1],sys.argv[2]; print(b if b and json.loads(b)['tokens_per_s']>json.loads(a)['tokens_per_s'] else a)" "$1" "$2"; }

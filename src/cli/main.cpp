@@ -1,8 +1,5 @@
 // The `lora` command: subcommands over the engine; parsing and printing only.
-#include <unistd.h>
-
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -10,13 +7,6 @@
 #include "loracpp/loracpp.h"
 
 int main(int argc, char** argv) {
-  // BLAS and our kernels share OpenMP's threads, which by default spin between parallel regions
-  // and steal the cores from the thread that has work (training runs 1.3-3x slower). The policy is
-  // read when the OpenMP runtime starts, so it is set by running this program again with it.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    ::execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
-  }
   CLI::App app{"loracpp: LoRA fine-tuning engine"};
   app.set_version_flag("--version", loracpp::kVersion);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: the last wins
