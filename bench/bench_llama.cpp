@@ -41,8 +41,9 @@ const std::map<std::string, Preset> kPresets = {
     {"smollm", {576, 30, 9, 3, 1536, 49152, 512, 2}},
 };
 
-std::unique_ptr<models::LlamaModel> random_model(const Preset& p, std::uint64_t seed) {
+std::unique_ptr<models::LlamaModel> random_model(const Preset& p, bool tied, std::uint64_t seed) {
   models::LlamaConfig c;
+  c.tie_word_embeddings = tied;
   c.vocab_size = p.vocab;
   c.hidden_size = p.dim;
   c.intermediate_size = p.ffn;
@@ -132,6 +133,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch);
   app.add_option("--seq", seq);
   app.add_option("--threads", threads);
+  bool tied = false;
+  app.add_flag("--tied", tied, "Tie the preset's output layer to its embedding table (as SmolLM-135M does)");
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   if (mode == "ceiling") {
@@ -149,7 +152,7 @@ int main(int argc, char** argv) {
     p.vocab = model->config().vocab_size;
     p.seq = std::min<std::int64_t>(p.seq, model->config().max_position_embeddings);
   } else {
-    model = random_model(p, 1);
+    model = random_model(p, tied, 1);
   }
   if (dtype == "bf16") model->store_weights(DType::bf16);
   if (batch > 0) p.batch = batch;

@@ -80,7 +80,9 @@ struct AttentionGeometry {
   /* double sum of x[n]^2, for global norms */                                                               \
   X(sum_squares, double(const float* x, i64 n))                                                              \
   /* out[n, dim] = weight[ids[n], dim] */                                                                    \
-  X(embedding_forward, void(const float* weight, const i64* ids, float* out, i64 n, i64 dim))                \
+  /* out[i, :] = weight[ids[i], :], rows of dim elements of element_size bytes (2, 4 or 8) */            \
+  X(embedding_forward, void(const void* weight, const i64* ids, void* out, i64 n, i64 dim,                 \
+                            std::size_t element_size))                                                   \
   /* dweight[ids[n], dim] += dy[n, dim] */                                                                   \
   X(embedding_backward, void(const float* dy, const i64* ids, float* dweight, i64 n, i64 dim))               \
   /* x, y [rows, dim]; w [dim]; rstd [rows] */                                                               \

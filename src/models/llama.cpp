@@ -210,6 +210,7 @@ void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
   autograd::NoGradGuard no_grad;
   std::set<std::string> linear;
   for (const auto& module : linear_modules()) linear.insert(module.path + ".weight");
+  if (config_.tie_word_embeddings) linear.insert("model.embed_tokens.weight");
   for (auto& [name, w] : weights_) {
     const DType dtype = linear.count(name) ? linear_dtype : other_dtype;
     if (w.dtype() != dtype) w = ops::to_dtype(w, dtype);
@@ -319,6 +320,7 @@ Tensor LlamaModel::hidden_states(const Tensor& ids, KVCache* cache, bool last_on
   const auto embed_branches = adapters_.find("model.embed_tokens");
   Tensor x = nn::embedding_with_adapters(weight("model.embed_tokens.weight"), ids,
                                          embed_branches == adapters_.end() ? none : embed_branches->second, context);
+  if (x.dtype() != dtype()) x = to_dtype(x, dtype());  // a bf16 table (tied to the output layer): rows widened
   const float eps = config_.rms_norm_eps;
   for (std::int64_t l = 0; l < config_.num_layers; ++l) {
     x = add(x, attention(l, rms_norm(x, weight(layer_name(l, "input_layernorm.weight")), eps), cache, context));

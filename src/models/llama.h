@@ -78,9 +78,12 @@ class LlamaModel {
   const Tensor& weight(const std::string& name) const;
   // Replaces a weight (same shape; converted to the model's dtype), for merging and full training.
   void set_weight(const std::string& name, const Tensor& value);
-  DType dtype() const { return weight("model.embed_tokens.weight").dtype(); }
+  // The dtype the hidden states compute in: the norms' (f32 on the bf16 training path, where only
+  // the frozen GEMM operands are bf16).
+  DType dtype() const { return weight("model.norm.weight").dtype(); }
   // Converts the weights once: the linear layers' to linear_dtype (bf16: the bf16 GEMM path for
-  // frozen weights), every other (embeddings, norms, biases) to other_dtype.
+  // frozen weights), every other (embeddings, norms, biases) to other_dtype. A tied embedding table
+  // is the output layer's weight too, so it takes linear_dtype.
   void store_weights(DType linear_dtype, DType other_dtype = DType::f32);
 
   // Adapters: the branches on each module path (linear layers and "model.embed_tokens").

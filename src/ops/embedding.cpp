@@ -13,14 +13,16 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   require_same_device("embedding", {weight, ids});
   const std::int64_t vocab = weight.size(0), dim = weight.size(1);
   const Tensor index = checked_ids("embedding", ids, vocab);
-  const Tensor wf = as_f32(weight);
+  // Rows are gathered in the table's dtype: a bf16 table is never widened as a whole.
+  const Tensor table = contiguous_raw(weight);
   Shape shape = ids.shape();
   shape.push_back(dim);
-  Tensor out = empty_f32(shape, weight.device());
-  LORACPP_KERNEL(weight.device(), embedding_forward)(f32(wf), index.data<std::int64_t>(), f32(out), index.numel(),
-                                                     dim);
+  Tensor out = Tensor::empty(shape, weight.dtype(), weight.device());
+  LORACPP_KERNEL(weight.device(), embedding_forward)(table.raw_data(), index.data<std::int64_t>(),
+                                                     out.raw_mutable_data(), index.numel(), dim,
+                                                     dtype_size(weight.dtype()));
   // Only the table can have a gradient; ids are integers.
-  return record(OpId::embedding, cast_raw(out, weight.dtype()), {weight},
+  return record(OpId::embedding, out, {weight},
                 [index, vocab, dim](const Node& node, const Tensor& g) {
                   const Tensor gf = as_f32(g);
                   Tensor dw = zeros_f32({vocab, dim}, g.device());

@@ -188,9 +188,9 @@ TEST_F(CudaKernels, RopeEmbeddingAndAdamWMatchTheCpu) {
   const auto weight = random(static_cast<std::size_t>(vocab * dim), 12);
   const std::vector<i64> ids = {1, 4, 4, 0, 10, 4, 2, 1, 7};
   std::vector<float> emb(static_cast<std::size_t>(n * dim));
-  cpu::embedding_forward(weight.data(), ids.data(), emb.data(), n, dim);
+  cpu::embedding_forward(weight.data(), ids.data(), emb.data(), n, dim, sizeof(float));
   float* gemb = on_device(std::vector<float>(emb.size()));
-  gpu.embedding_forward(on_device(weight), on_device(ids), gemb, n, dim);
+  gpu.embedding_forward(on_device(weight), on_device(ids), gemb, n, dim, sizeof(float));
   expect_close(to_host(gemb, emb.size()), emb);
   std::vector<float> dweight(weight.size());
   cpu::embedding_backward(emb.data(), ids.data(), dweight.data(), n, dim);

@@ -121,3 +121,51 @@ TEST(Bf16Path, MaskedAttentionOverMoreKeysThanQueriesInBf16MatchesTheF32Kernel) 
 
 }  // namespace
 }  // namespace loracpp
+
+namespace loracpp {
+namespace {
+
+// A tied embedding table is the output layer's weight too: on the bf16 path it is stored in bf16
+// (so that the largest product runs at the bf16 rate), its rows are gathered without widening the
+// table, and the hidden states stay f32. Logits and loss follow the f32 model's within bf16 rounding.
+TEST(Bf16Path, TiedEmbeddingTableIsStoredInBf16AndHiddenStatesStayF32) {
+  auto reference = FineTuner::load(testing::shared_path("models/stories260K/stories260K.bin"));
+  auto tuner = FineTuner::load(testing::shared_path("models/stories260K/stories260K.bin"));
+  models::LlamaModel& model = tuner.model();
+  ASSERT_TRUE(model.config().tie_word_embeddings);
+  model.store_weights(DType::bf16);
+  EXPECT_EQ(model.weight("model.embed_tokens.weight").dtype(), DType::bf16);
+  EXPECT_EQ(model.weight("model.norm.weight").dtype(), DType::f32);
+  EXPECT_EQ(model.dtype(), DType::f32);
+
+  autograd::NoGradGuard no_grad;
+  const Tensor ids = Tensor::from_ints(std::vector<std::int64_t>{1, 403, 261, 37, 300, 15, 2, 99}, {2, 4});
+  const Tensor logits = model.forward(ids), want = reference.model().forward(ids);
+  EXPECT_EQ(logits.dtype(), DType::f32);
+  const auto got = logits.to_floats(), expected = want.to_floats();
+  ASSERT_EQ(got.size(), expected.size());
+  double scale = 0, worst = 0;
+  for (float w : expected) scale = std::max(scale, static_cast<double>(std::abs(w)));
+  for (std::size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, static_cast<double>(std::abs(got[i] - expected[i])));
+  EXPECT_LT(worst, 0.03 * scale) << "worst logit difference " << worst << " against a scale of " << scale;
+  EXPECT_GT(worst, 0.0);  // the bf16 table was used
+  const float loss = model.loss(ids).item(), want_loss = reference.model().loss(ids).item();
+  EXPECT_NEAR(loss, want_loss, 0.01 * want_loss);
+}
+
+TEST(Bf16Path, EmbeddingRowsOfABf16TableAreGatheredExactly) {
+  Rng rng(12);
+  const Tensor table = ops::to_dtype(randn({10, 6}, rng), DType::bf16);
+  const Tensor ids = Tensor::from_ints(std::vector<std::int64_t>{7, 0, 7, 3}, {2, 2});
+  const Tensor rows = ops::embedding(table, ids);
+  EXPECT_EQ(rows.dtype(), DType::bf16);
+  ASSERT_EQ(rows.shape(), (Shape{2, 2, 6}));
+  const auto t = table.to_floats(), r = rows.to_floats();
+  const std::int64_t picked[] = {7, 0, 7, 3};
+  for (std::size_t i = 0; i < 4; ++i)
+    for (std::size_t d = 0; d < 6; ++d) EXPECT_EQ(r[i * 6 + d], t[static_cast<std::size_t>(picked[i]) * 6 + d]);
+}
+
+}  // namespace
+}  // namespace loracpp

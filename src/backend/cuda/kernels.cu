@@ -190,7 +190,8 @@ __global__ void rope_kernel(const float* x, float* y, i64 outer, i64 seq, i64 he
   }
 }
 
-__global__ void embedding_forward_kernel(const float* weight, const i64* ids, float* out, i64 n, i64 dim) {
+template <class T>
+__global__ void embedding_forward_kernel(const T* weight, const i64* ids, T* out, i64 n, i64 dim) {
   LORACPP_GRID_STRIDE(i, n * dim) out[i] = weight[ids[i / dim] * dim + i % dim];
 }
 
@@ -391,9 +392,19 @@ double sum_squares(const float* x, i64 n) {
   return host;
 }
 
-void embedding_forward(const float* weight, const i64* ids, float* out, i64 n, i64 dim) {
+void embedding_forward(const void* weight, const i64* ids, void* out, i64 n, i64 dim, std::size_t element_size) {
   if (n * dim == 0) return;
-  embedding_forward_kernel<<<blocks_for(n * dim), kThreads, 0, stream()>>>(weight, ids, out, n, dim);
+  auto launch = [&](auto element) {  // rows moved as elements of their size: the bits are kept as they are
+    using T = decltype(element);
+    embedding_forward_kernel<T><<<blocks_for(n * dim), kThreads, 0, stream()>>>(static_cast<const T*>(weight), ids,
+                                                                                  static_cast<T*>(out), n, dim);
+  };
+  switch (element_size) {
+    case 2: launch(std::uint16_t{}); break;
+    case 4: launch(std::uint32_t{}); break;
+    case 8: launch(std::uint64_t{}); break;
+    default: throw Error("[embedding_forward] rows must be of 2-, 4- or 8-byte elements");
+  }
   check_launch("embedding_forward");
 }
 
