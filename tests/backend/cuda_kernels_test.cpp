@@ -127,6 +127,23 @@ TEST_F(CudaKernels, RowKernelsMatchTheCpu) {
   float* gdl = on_device(std::vector<float>(dl.size()));
   gpu.cross_entropy_backward(gx, gt, glse, 0.5f, gdl, rows, cols, -100);
   expect_close(to_host(gdl, dl.size()), dl, 1e-5f);
+  std::vector<float> floss(loss.size()), flse(lse.size());
+  std::vector<std::uint16_t> dl16(x.size());
+  cpu::cross_entropy_with_bf16_grad(x.data(), targets.data(), floss.data(), flse.data(), 0.5f, dl16.data(), rows, cols,
+                                    -100);
+  float* gfloss = on_device(std::vector<float>(loss.size()));
+  float* gflse = on_device(std::vector<float>(lse.size()));
+  std::uint16_t* gdl16 = on_device(std::vector<std::uint16_t>(dl16.size()));
+  gpu.cross_entropy_with_bf16_grad(gx, gt, gfloss, gflse, 0.5f, gdl16, rows, cols, -100);
+  expect_close(to_host(gfloss, loss.size()), floss, 1e-5f);
+  expect_close(to_host(gflse, lse.size()), flse, 1e-5f);
+  const auto got16 = to_host(gdl16, dl16.size());
+  std::vector<float> want_grad(dl16.size()), got_grad(dl16.size());
+  for (std::size_t i = 0; i < dl16.size(); ++i) {
+    want_grad[i] = bf16_to_float(dl16[i]);
+    got_grad[i] = bf16_to_float(got16[i]);
+  }
+  expect_close(got_grad, want_grad, 2e-3f);  // the same value on either side of a bf16 rounding
 
   std::vector<float> sums(static_cast<std::size_t>(rows));
   cpu::sum_rows(x.data(), sums.data(), rows, cols);

@@ -1,7 +1,9 @@
 #include <cmath>
+#include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/vec_math.h"
+#include "core/dtype.h"
 
 namespace loracpp::backend::cpu {
 
@@ -29,6 +31,34 @@ void cross_entropy_backward(const float* logits, const i64* targets, const float
     }
     exp_shifted(row, lse[r], grad_scale, out, vocab);
     out[targets[r]] -= grad_scale;
+  }
+}
+
+// Each row's exponentials are taken once, into a row buffer that stays in cache, and serve both
+// the log-sum-exp and the gradient, which is written once, in bf16.
+void cross_entropy_with_bf16_grad(const float* logits, const i64* targets, float* loss, float* lse, float grad_scale,
+                                  std::uint16_t* dlogits, i64 rows, i64 vocab, i64 ignore_index) {
+#pragma omp parallel if (rows * vocab > 16384)
+  {
+    std::vector<float> exps(static_cast<std::size_t>(vocab));
+#pragma omp for
+    for (i64 r = 0; r < rows; ++r) {
+      const float* row = logits + r * vocab;
+      std::uint16_t* out = dlogits + r * vocab;
+      const float max = max_of(row, vocab);
+      const float sum = exp_shifted(row, max, 1.0f, exps.data(), vocab);
+      lse[r] = max + std::log(sum);
+      const i64 t = targets[r];
+      if (t == ignore_index) {
+        loss[r] = 0.0f;
+        for (i64 v = 0; v < vocab; ++v) out[v] = 0;
+        continue;
+      }
+      loss[r] = lse[r] - row[t];
+      const float k = grad_scale / sum;
+      for (i64 v = 0; v < vocab; ++v) out[v] = float_to_bf16(exps[static_cast<std::size_t>(v)] * k);  // vectorised
+      out[t] = float_to_bf16(exps[static_cast<std::size_t>(t)] * k - grad_scale);
+    }
   }
 }
 

@@ -291,6 +291,30 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const i64* ta
     out[v] = t == ignore_index ? 0.0f : expf(row[v] - lse[blockIdx.x]) * grad_scale - (v == t ? grad_scale : 0.0f);
 }
 
+// The forward and backward at once, the gradient rounded to bf16: the row's max and sum, then its
+// gradient from the log-sum-exp.
+__global__ void cross_entropy_with_bf16_grad_kernel(const float* logits, const i64* targets, float* loss, float* lse,
+                                                    float grad_scale, __nv_bfloat16* dlogits, i64 vocab,
+                                                    i64 ignore_index) {
+  const float* row = logits + blockIdx.x * vocab;
+  __nv_bfloat16* out = dlogits + blockIdx.x * vocab;
+  float max = -INFINITY;
+  for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) max = fmaxf(max, row[v]);
+  max = block_max(max);
+  double sum = 0;
+  for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) sum += expf(row[v] - max);
+  sum = block_sum(sum);
+  const float l = max + static_cast<float>(log(sum));
+  const i64 t = targets[blockIdx.x];
+  if (threadIdx.x == 0) {
+    lse[blockIdx.x] = l;
+    loss[blockIdx.x] = t == ignore_index ? 0.0f : l - row[t];
+  }
+  for (i64 v = threadIdx.x; v < vocab; v += blockDim.x)
+    out[v] = __float2bfloat16(t == ignore_index ? 0.0f
+                                                : expf(row[v] - l) * grad_scale - (v == t ? grad_scale : 0.0f));
+}
+
 Dims make_dims(const i64* shape, int rank, const i64* a, const i64* b) {
   if (rank > 8) throw Error("[cuda] tensors of more than 8 dims are not supported");
   Dims d;
@@ -475,6 +499,14 @@ void cross_entropy_backward(const float* logits, const i64* targets, const float
   check_launch("cross_entropy_backward");
 }
 
+void cross_entropy_with_bf16_grad(const float* logits, const i64* targets, float* loss, float* lse, float grad_scale,
+                                  std::uint16_t* dlogits, i64 rows, i64 vocab, i64 ignore_index) {
+  if (rows == 0) return;
+  cross_entropy_with_bf16_grad_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
+      logits, targets, loss, lse, grad_scale, reinterpret_cast<__nv_bfloat16*>(dlogits), vocab, ignore_index);
+  check_launch("cross_entropy_with_bf16_grad");
+}
+
 void dropout_mask(float* mask, i64 n, float p, std::uint64_t seed) {
   if (n == 0) return;
   dropout_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(mask, n, p, seed);
@@ -513,6 +545,7 @@ void fill_table(KernelTable& t) {
   t.swiglu_backward = &swiglu_backward;
   t.cross_entropy_forward = &cross_entropy_forward;
   t.cross_entropy_backward = &cross_entropy_backward;
+  t.cross_entropy_with_bf16_grad = &cross_entropy_with_bf16_grad;
   t.dropout_mask = &dropout_mask;
   t.adamw_update = &adamw_update;
   // Not yet on CUDA: the fused attention (ops fall back to matmul + softmax), layer norm,
