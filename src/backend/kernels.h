@@ -113,6 +113,9 @@ struct AttentionGeometry {
   /* dlogits = (softmax(logits) - onehot(target)) * grad_scale, rows with ignored targets get 0 */           \
   X(cross_entropy_backward, void(const float* logits, const i64* targets, const float* lse,                  \
                                  float grad_scale, float* dlogits, i64 rows, i64 vocab, i64 ignore_index))   \
+  /* both at once, each row's exponentials taken once; dlogits may be logits (written in place) */         \
+  X(cross_entropy_with_grad, void(const float* logits, const i64* targets, float* loss, float* lse,           \
+                                  float grad_scale, float* dlogits, i64 rows, i64 vocab, i64 ignore_index))  \
   /* both at once, the gradient rounded to bf16 (the operand of the bf16 product that follows) */          \
   X(cross_entropy_with_bf16_grad, void(const float* logits, const i64* targets, float* loss, float* lse,      \
                                        float grad_scale, std::uint16_t* dlogits, i64 rows, i64 vocab,        \

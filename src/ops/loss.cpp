@@ -81,16 +81,24 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
       const std::int64_t m = std::min(chunk, rows - r0);
       const Tensor xc = x2.as_strided({m, in}, {in, 1}, x2.byte_offset() + static_cast<std::size_t>(r0 * in) * 4);
       Tensor logits = matmul(xc, wt);
-      if (grad_x && !grad_w && w.dtype() == DType::bf16) {
-        // The bf16 path: the chunk's gradient of the mean loss (upstream gradient 1) is the bf16
-        // operand of dx's product, written by the same pass that takes the loss. dx's rows are
-        // written in place.
-        Tensor g16 = Tensor::empty({m, vocab}, DType::bf16, device);
-        LORACPP_KERNEL(device, cross_entropy_with_bf16_grad)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0,
-                                                             inv_count, g16.mutable_data<std::uint16_t>(), m, vocab,
-                                                             ignore_index);
-        LORACPP_KERNEL(device, gemm_bf16)(false, m, in, vocab, g16.data<std::uint16_t>(), vocab,
-                                          w.data<std::uint16_t>(), in, f32(dx) + r0 * in, in);
+      if (grad_x && !grad_w) {
+        // A frozen output weight (LoRA's case): one pass per chunk takes the loss and the chunk's
+        // gradient of the mean loss for an upstream gradient of 1: in bf16 on the bf16 path, the
+        // operand of dx's product, else in place of the logits. dx's rows are written in place.
+        float* dx_rows = f32(dx) + r0 * in;
+        if (w.dtype() == DType::bf16) {
+          Tensor g16 = Tensor::empty({m, vocab}, DType::bf16, device);
+          LORACPP_KERNEL(device, cross_entropy_with_bf16_grad)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0,
+                                                               inv_count, g16.mutable_data<std::uint16_t>(), m, vocab,
+                                                               ignore_index);
+          LORACPP_KERNEL(device, gemm_bf16)(false, m, in, vocab, g16.data<std::uint16_t>(), vocab,
+                                            w.data<std::uint16_t>(), in, dx_rows, in);
+        } else {
+          LORACPP_KERNEL(device, cross_entropy_with_grad)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0,
+                                                          inv_count, f32(logits), m, vocab, ignore_index);
+          LORACPP_KERNEL(device, gemm)(false, false, m, in, vocab, 1.0f, f32(logits), vocab, f32(w), in, 0.0f,
+                                       dx_rows, in);
+        }
         continue;
       }
       LORACPP_KERNEL(device, cross_entropy_forward)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0, m, vocab,

@@ -144,6 +144,13 @@ TEST_F(CudaKernels, RowKernelsMatchTheCpu) {
     got_grad[i] = bf16_to_float(got16[i]);
   }
   expect_close(got_grad, want_grad, 2e-3f);  // the same value on either side of a bf16 rounding
+  std::vector<float> inplace = x;
+  cpu::cross_entropy_with_grad(inplace.data(), targets.data(), floss.data(), flse.data(), 0.5f, inplace.data(), rows,
+                               cols, -100);
+  float* ginplace = on_device(x);
+  gpu.cross_entropy_with_grad(ginplace, gt, gfloss, gflse, 0.5f, ginplace, rows, cols, -100);
+  expect_close(to_host(gfloss, loss.size()), floss, 1e-5f);
+  expect_close(to_host(ginplace, inplace.size()), inplace, 1e-5f);
 
   std::vector<float> sums(static_cast<std::size_t>(rows));
   cpu::sum_rows(x.data(), sums.data(), rows, cols);

@@ -34,6 +34,30 @@ void cross_entropy_backward(const float* logits, const i64* targets, const float
   }
 }
 
+// Each row is read from memory once: the passes over it (max, exponentials, scaling) find it in
+// cache, and the exponentials serve both the log-sum-exp and the gradient.
+void cross_entropy_with_grad(const float* logits, const i64* targets, float* loss, float* lse, float grad_scale,
+                             float* dlogits, i64 rows, i64 vocab, i64 ignore_index) {
+#pragma omp parallel for if (rows * vocab > 16384)
+  for (i64 r = 0; r < rows; ++r) {
+    const float* row = logits + r * vocab;
+    float* out = dlogits + r * vocab;
+    const i64 t = targets[r];
+    const float max = max_of(row, vocab), target_logit = t == ignore_index ? 0.0f : row[t];  // before out is written
+    const float sum = exp_shifted(row, max, 1.0f, out, vocab);
+    lse[r] = max + std::log(sum);
+    if (t == ignore_index) {
+      loss[r] = 0.0f;
+      for (i64 v = 0; v < vocab; ++v) out[v] = 0.0f;
+      continue;
+    }
+    loss[r] = lse[r] - target_logit;
+    const float k = grad_scale / sum;
+    for (i64 v = 0; v < vocab; ++v) out[v] *= k;  // vectorised
+    out[t] -= grad_scale;
+  }
+}
+
 // Each row's exponentials are taken once, into a row buffer that stays in cache, and serve both
 // the log-sum-exp and the gradient, which is written once, in bf16.
 void cross_entropy_with_bf16_grad(const float* logits, const i64* targets, float* loss, float* lse, float grad_scale,

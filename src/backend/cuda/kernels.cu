@@ -291,13 +291,16 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const i64* ta
     out[v] = t == ignore_index ? 0.0f : expf(row[v] - lse[blockIdx.x]) * grad_scale - (v == t ? grad_scale : 0.0f);
 }
 
-// The forward and backward at once, the gradient rounded to bf16: the row's max and sum, then its
-// gradient from the log-sum-exp.
-__global__ void cross_entropy_with_bf16_grad_kernel(const float* logits, const i64* targets, float* loss, float* lse,
-                                                    float grad_scale, __nv_bfloat16* dlogits, i64 vocab,
-                                                    i64 ignore_index) {
+// The forward and backward at once: the row's max and sum, then its gradient from the log-sum-exp,
+// in f32 (dlogits may be logits) or rounded to bf16. The target's logit is read before any thread
+// writes: the reductions' barriers lie between.
+template <class Out>
+__global__ void cross_entropy_with_grad_kernel(const float* logits, const i64* targets, float* loss, float* lse,
+                                               float grad_scale, Out* dlogits, i64 vocab, i64 ignore_index) {
   const float* row = logits + blockIdx.x * vocab;
-  __nv_bfloat16* out = dlogits + blockIdx.x * vocab;
+  Out* out = dlogits + blockIdx.x * vocab;
+  const i64 t = targets[blockIdx.x];
+  const float target_logit = t == ignore_index ? 0.0f : row[t];
   float max = -INFINITY;
   for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) max = fmaxf(max, row[v]);
   max = block_max(max);
@@ -305,14 +308,18 @@ __global__ void cross_entropy_with_bf16_grad_kernel(const float* logits, const i
   for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) sum += expf(row[v] - max);
   sum = block_sum(sum);
   const float l = max + static_cast<float>(log(sum));
-  const i64 t = targets[blockIdx.x];
   if (threadIdx.x == 0) {
     lse[blockIdx.x] = l;
-    loss[blockIdx.x] = t == ignore_index ? 0.0f : l - row[t];
+    loss[blockIdx.x] = t == ignore_index ? 0.0f : l - target_logit;
   }
-  for (i64 v = threadIdx.x; v < vocab; v += blockDim.x)
-    out[v] = __float2bfloat16(t == ignore_index ? 0.0f
-                                                : expf(row[v] - l) * grad_scale - (v == t ? grad_scale : 0.0f));
+  for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) {
+    const float g = t == ignore_index ? 0.0f : expf(row[v] - l) * grad_scale - (v == t ? grad_scale : 0.0f);
+    if constexpr (sizeof(Out) == 2) {
+      out[v] = __float2bfloat16(g);
+    } else {
+      out[v] = g;
+    }
+  }
 }
 
 Dims make_dims(const i64* shape, int rank, const i64* a, const i64* b) {
@@ -499,10 +506,18 @@ void cross_entropy_backward(const float* logits, const i64* targets, const float
   check_launch("cross_entropy_backward");
 }
 
+void cross_entropy_with_grad(const float* logits, const i64* targets, float* loss, float* lse, float grad_scale,
+                             float* dlogits, i64 rows, i64 vocab, i64 ignore_index) {
+  if (rows == 0) return;
+  cross_entropy_with_grad_kernel<float><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
+      logits, targets, loss, lse, grad_scale, dlogits, vocab, ignore_index);
+  check_launch("cross_entropy_with_grad");
+}
+
 void cross_entropy_with_bf16_grad(const float* logits, const i64* targets, float* loss, float* lse, float grad_scale,
                                   std::uint16_t* dlogits, i64 rows, i64 vocab, i64 ignore_index) {
   if (rows == 0) return;
-  cross_entropy_with_bf16_grad_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
+  cross_entropy_with_grad_kernel<__nv_bfloat16><<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(
       logits, targets, loss, lse, grad_scale, reinterpret_cast<__nv_bfloat16*>(dlogits), vocab, ignore_index);
   check_launch("cross_entropy_with_bf16_grad");
 }
@@ -545,6 +560,7 @@ void fill_table(KernelTable& t) {
   t.swiglu_backward = &swiglu_backward;
   t.cross_entropy_forward = &cross_entropy_forward;
   t.cross_entropy_backward = &cross_entropy_backward;
+  t.cross_entropy_with_grad = &cross_entropy_with_grad;
   t.cross_entropy_with_bf16_grad = &cross_entropy_with_bf16_grad;
   t.dropout_mask = &dropout_mask;
   t.adamw_update = &adamw_update;
