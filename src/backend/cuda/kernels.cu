@@ -264,18 +264,22 @@ __global__ void softmax_backward_kernel(const float* y, const float* dy, float* 
   for (i64 c = threadIdx.x; c < cols; c += blockDim.x) dx[blockIdx.x * cols + c] = yr[c] * (gr[c] - d);
 }
 
-// The fused cross-entropy: one pass for the max, one for the sum; logits never leave the row.
-__global__ void cross_entropy_forward_kernel(const float* logits, const i64* targets, float* loss, float* lse, i64 vocab,
-                                             i64 ignore_index) {
-  const float* row = logits + blockIdx.x * vocab;
+// A row's log-sum-exp, for every thread of the block: one pass for the max, one for the sum.
+__device__ float row_log_sum_exp(const float* row, i64 vocab) {
   float max = -INFINITY;
   for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) max = fmaxf(max, row[v]);
   max = block_max(max);
   double sum = 0;
   for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) sum += expf(row[v] - max);
-  sum = block_sum(sum);
+  return max + static_cast<float>(log(block_sum(sum)));
+}
+
+// The fused cross-entropy: logits never leave the row.
+__global__ void cross_entropy_forward_kernel(const float* logits, const i64* targets, float* loss, float* lse, i64 vocab,
+                                             i64 ignore_index) {
+  const float* row = logits + blockIdx.x * vocab;
+  const float l = row_log_sum_exp(row, vocab);
   if (threadIdx.x == 0) {
-    const float l = max + static_cast<float>(log(sum));
     lse[blockIdx.x] = l;
     const i64 t = targets[blockIdx.x];
     loss[blockIdx.x] = t == ignore_index ? 0.0f : l - row[t];
@@ -291,8 +295,8 @@ __global__ void cross_entropy_backward_kernel(const float* logits, const i64* ta
     out[v] = t == ignore_index ? 0.0f : expf(row[v] - lse[blockIdx.x]) * grad_scale - (v == t ? grad_scale : 0.0f);
 }
 
-// The forward and backward at once: the row's max and sum, then its gradient from the log-sum-exp,
-// in f32 (dlogits may be logits) or rounded to bf16. The target's logit is read before any thread
+// The forward and backward at once: the row's log-sum-exp, then its gradient from it, in f32
+// (dlogits may be logits) or rounded to bf16. The target's logit is read before any thread
 // writes: the reductions' barriers lie between.
 template <class Out>
 __global__ void cross_entropy_with_grad_kernel(const float* logits, const i64* targets, float* loss, float* lse,
@@ -301,13 +305,7 @@ __global__ void cross_entropy_with_grad_kernel(const float* logits, const i64* t
   Out* out = dlogits + blockIdx.x * vocab;
   const i64 t = targets[blockIdx.x];
   const float target_logit = t == ignore_index ? 0.0f : row[t];
-  float max = -INFINITY;
-  for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) max = fmaxf(max, row[v]);
-  max = block_max(max);
-  double sum = 0;
-  for (i64 v = threadIdx.x; v < vocab; v += blockDim.x) sum += expf(row[v] - max);
-  sum = block_sum(sum);
-  const float l = max + static_cast<float>(log(sum));
+  const float l = row_log_sum_exp(row, vocab);
   if (threadIdx.x == 0) {
     lse[blockIdx.x] = l;
     loss[blockIdx.x] = t == ignore_index ? 0.0f : l - target_logit;
