@@ -9,7 +9,8 @@ void embedding_forward(const void* weight, const i64* ids, void* out, i64 n, i64
   const auto* table = static_cast<const unsigned char*>(weight);
   auto* rows = static_cast<unsigned char*>(out);
 #pragma omp parallel for if (n * dim > 65536)
-  for (i64 i = 0; i < n; ++i) std::memcpy(rows + static_cast<std::size_t>(i) * row, table + static_cast<std::size_t>(ids[i]) * row, row);
+  for (i64 i = 0; i < n; ++i)
+    std::memcpy(rows + static_cast<std::size_t>(i) * row, table + static_cast<std::size_t>(ids[i]) * row, row);
 }
 
 void embedding_backward(const float* dy, const i64* ids, float* dweight, i64 n, i64 dim) {
