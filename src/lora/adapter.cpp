@@ -121,8 +121,11 @@ void attach_adapter(models::LlamaModel& model, const std::string& name, const Lo
   }
   check(attached > 0, kPlace, "target_modules matched no module; the model's modules are {} (and embed_tokens)",
         fmt::join(models::LlamaModel::target_modules(), ", "));
-  for (const auto& weight : saved_module_weights(model, config)) model.set_weight(weight, owned_f32(model.weight(weight)));
-  for (const auto& bias : trainable_biases(model, name, config)) model.set_weight(bias, owned_f32(model.weight(bias)));
+  // Trainable copies stay f32 whatever dtype the frozen weights are stored in (bf16 on the bf16 path).
+  for (const auto& weight : saved_module_weights(model, config))
+    model.mutable_weights().at(weight) = owned_f32(model.weight(weight));
+  for (const auto& bias : trainable_biases(model, name, config))
+    model.mutable_weights().at(bias) = owned_f32(model.weight(bias));
 }
 
 void remove_adapter(models::LlamaModel& model, const std::string& name) {

@@ -4,6 +4,7 @@
 #include "autograd/backward.h"
 #include "core/random.h"
 #include "loracpp/finetuner.h"
+#include "lora/adapter.h"
 #include "models/llama.h"
 #include "ops/ops.h"
 #include "ops/tape.h"
@@ -165,6 +166,39 @@ TEST(Bf16Path, EmbeddingRowsOfABf16TableAreGatheredExactly) {
   const std::int64_t picked[] = {7, 0, 7, 3};
   for (std::size_t i = 0; i < 4; ++i)
     for (std::size_t d = 0; d < 6; ++d) EXPECT_EQ(r[i * 6 + d], t[static_cast<std::size_t>(picked[i]) * 6 + d]);
+}
+
+}  // namespace
+}  // namespace loracpp
+
+namespace loracpp {
+namespace {
+
+// A module saved whole (modules_to_save) trains in f32 on the bf16 path too, even the tied table
+// that the bf16 path stores in bf16; its gradient reaches it through both of its uses.
+TEST(Bf16Path, ASavedModuleTrainsInF32OverABf16Base) {
+  auto tuner = FineTuner::load(testing::shared_path("models/stories260K/stories260K.bin"));
+  models::LlamaModel& model = tuner.model();
+  model.store_weights(DType::bf16);
+  lora::LoraConfig config;
+  config.r = 2;
+  config.target_modules = {"q_proj"};
+  config.modules_to_save = {"embed_tokens"};
+  tuner.add_adapter("default", config, 5);
+  bool listed = false;
+  for (const auto& p : lora::adapter_parameters(model, "default", config))
+    listed |= p.name.find("embed_tokens") != std::string::npos;
+  EXPECT_TRUE(listed);
+  const Tensor& table = model.weight("model.embed_tokens.weight");
+  EXPECT_EQ(table.dtype(), DType::f32);
+  ASSERT_TRUE(table.requires_grad());
+  EXPECT_EQ(model.weight("model.layers.0.self_attn.q_proj.weight").dtype(), DType::bf16);
+  const Tensor ids = Tensor::from_ints(std::vector<std::int64_t>{1, 403, 261, 37, 300, 15, 2, 99}, {2, 4});
+  autograd::backward(model.loss(ids));
+  ASSERT_TRUE(table.grad().defined());
+  double norm = 0;
+  for (float g : table.grad().to_floats()) norm += static_cast<double>(g) * g;
+  EXPECT_GT(norm, 0.0);
 }
 
 }  // namespace
