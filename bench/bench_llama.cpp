@@ -21,6 +21,9 @@
 #include "autograd/backward.h"
 #include "backend/kernels.h"
 #include "backend/threads.h"
+#if defined(LORACPP_WITH_CUDA)
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "lora/adapter.h"
 #include "ops/ops.h"
 #include "train/optimizer.h"
@@ -39,6 +42,7 @@ const std::map<std::string, Preset> kPresets = {
     {"tiny", {288, 6, 6, 6, 768, 32000, 256, 4}},
     {"small", {768, 12, 12, 12, 2048, 32000, 512, 2}},
     {"smollm", {576, 30, 9, 3, 1536, 49152, 512, 2}},
+    {"llama1b", {2048, 16, 32, 8, 8192, 128256, 2048, 1}},  // Llama-3.2-1B's shape (GPU runs)
 };
 
 std::unique_ptr<models::LlamaModel> random_model(const Preset& p, bool tied, std::uint64_t seed) {
@@ -51,7 +55,7 @@ std::unique_ptr<models::LlamaModel> random_model(const Preset& p, bool tied, std
   c.num_heads = p.heads;
   c.num_kv_heads = p.kv_heads;
   c.head_dim = p.dim / p.heads;
-  c.max_position_embeddings = std::max<std::int64_t>(p.seq, 1024);
+  c.max_position_embeddings = std::max<std::int64_t>(p.seq, 4096);
   std::map<std::string, Tensor> weights;
   Rng rng(seed);
   for (const auto& [name, shape] : models::llama_tensor_shapes(c))
@@ -103,6 +107,27 @@ double bf16_gemm_gflops() {
   return best_rate(2.0 * static_cast<double>(n * n * n), [&] { gemm(true, n, n, n, a.data(), n, b.data(), n, c.data(), n); });
 }
 
+#if defined(LORACPP_WITH_CUDA)
+// TFLOP/s of an 8192³ GEMM on the GPU through our kernels (cuBLAS), bf16 (f32 accumulation) or
+// f32, on random values (tensor cores run faster on constant ones).
+double cuda_gemm_gflops(bool bf16) {
+  const std::int64_t n = 8192;
+  Rng rng(7);
+  const Tensor a = randn({n, n}, rng, bf16 ? DType::bf16 : DType::f32).to(Device::cuda);
+  const Tensor b = randn({n, n}, rng, bf16 ? DType::bf16 : DType::f32).to(Device::cuda);
+  Tensor c = Tensor::empty({n, n}, DType::f32, Device::cuda);
+  const auto& k = backend::kernels(Device::cuda);
+  return best_rate(2.0 * static_cast<double>(n * n * n), [&] {
+    if (bf16) {
+      k.gemm_bf16(true, n, n, n, a.data<std::uint16_t>(), n, b.data<std::uint16_t>(), n, c.mutable_data<float>(), n);
+    } else {
+      k.gemm(false, false, n, n, n, 1.0f, a.data<float>(), n, b.data<float>(), n, 0.0f, c.mutable_data<float>(), n);
+    }
+    backend::cuda::synchronize();
+  });
+}
+#endif
+
 double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -113,10 +138,10 @@ double peak_rss_mb() {
 
 int main(int argc, char** argv) {
   CLI::App app{"loracpp inference benchmark"};
-  std::string preset = "small", model_path, mode = "forward";
+  std::string preset = "small", model_path, mode = "forward", device = "cpu";
   int steps = 3, warmup = 1, threads = 2;
   std::int64_t tokens = 128, batch = 0, seq = 0;
-  app.add_option("--preset", preset)->check(CLI::IsMember({"tiny", "small", "smollm"}));
+  app.add_option("--preset", preset)->check(CLI::IsMember({"tiny", "small", "smollm", "llama1b"}));
   app.add_option("--model", model_path, "A model file instead of a preset");
   app.add_option("--mode", mode)->check(CLI::IsMember({"lora", "forward", "generate", "ceiling"}));
   std::int64_t rank = 8;
@@ -134,9 +159,20 @@ int main(int argc, char** argv) {
   app.add_option("--seq", seq);
   app.add_option("--threads", threads);
   bool tied = false;
+  app.add_option("--device", device, "cpu, or cuda (timings include a synchronisation per step)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_flag("--tied", tied, "Tie the preset's output layer to its embedding table (as SmolLM-135M does)");
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
+  if (mode == "ceiling" && device == "cuda") {
+#if defined(LORACPP_WITH_CUDA)
+    fmt::print("{{\"mode\": \"ceiling\", \"device\": \"cuda\", \"f32_gflops\": {:.1f}, \"bf16_gflops\": {:.1f}}}\n",
+               cuda_gemm_gflops(false), cuda_gemm_gflops(true));
+    return 0;
+#else
+    fail("bench_llama", "this build has no CUDA backend");
+#endif
+  }
   if (mode == "ceiling") {
     fmt::print("{{\"mode\": \"ceiling\", \"threads\": {}, \"f32_gflops\": {:.1f}, \"bf16_gflops\": {:.1f}}}\n",
                threads, sgemm_gflops(), bf16_gemm_gflops());
@@ -184,6 +220,7 @@ int main(int argc, char** argv) {
       tensors.push_back(named.tensor);
       adapter_params += named.tensor.numel();
     }
+    if (device == "cuda") model->to(Device::cuda);  // in place: the parameter handles follow
     train::AdamW optimizer(tensors, {.lr = 1e-4f});
     // Random tokens as the peer uses: [batch, seq + 1], inputs and next-token targets.
     std::vector<std::int64_t> inputs, next;
@@ -202,6 +239,9 @@ int main(int argc, char** argv) {
       loss = l.item();
     };
     for (int i = 0; i < warmup; ++i) step();
+#if defined(LORACPP_WITH_CUDA)
+    if (device == "cuda") backend::cuda::reset_peak_bytes();
+#endif
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < steps; ++i) step();
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -212,10 +252,14 @@ int main(int argc, char** argv) {
                         rank, targets, adapter_params, loss, flops / 1e9,
                         flops * static_cast<double>(counted) / seconds / 1e9);
   } else if (mode == "forward") {
+    if (device == "cuda") model->to(Device::cuda);
     const Tensor batch_ids = Tensor::from_ints(ids, {p.batch, p.seq});
     for (int i = 0; i < warmup; ++i) model->forward(batch_ids);
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < steps; ++i) model->forward(batch_ids);
+#if defined(LORACPP_WITH_CUDA)
+    if (device == "cuda") backend::cuda::synchronize();
+#endif
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     counted = static_cast<std::int64_t>(steps) * p.batch * p.seq;
   } else {
@@ -264,6 +308,11 @@ int main(int argc, char** argv) {
                           1.0 - static_cast<double>(counted) / seconds / merged_rate);
     }
   }
+#if defined(LORACPP_WITH_CUDA)
+  if (device == "cuda")
+    extra += fmt::format(", \"device\": \"cuda\", \"peak_gpu_mb\": {:.1f}",
+                         static_cast<double>(backend::cuda::peak_bytes()) / (1 << 20));
+#endif
   fmt::print("{{\"engine\": \"loracpp\", \"preset\": \"{}\", \"model\": \"{}\", \"mode\": \"{}\", \"threads\": {}, "
              "\"dtype\": \"{}\", \"tokens_per_s\": {:.1f}, \"peak_rss_mb\": {:.1f}{}}}\n",
              model_path.empty() ? preset : "", model_path, mode, threads, dtype, static_cast<double>(counted) / seconds,

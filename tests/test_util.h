@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "core/tensor.h"
+#if defined(LORACPP_WITH_CUDA)
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace loracpp::testing {
 
@@ -73,6 +76,35 @@ template <class Fn>
     return ::testing::AssertionFailure() << "message '" << message << "' does not start with '" << prefix << "'";
   }
   return ::testing::AssertionFailure() << "no error thrown";
+}
+
+// Whether fn throws loracpp::Error with a message that contains text.
+template <class Fn>
+::testing::AssertionResult throws_containing(Fn&& fn, const std::string& text) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    if (message.find(text) != std::string::npos) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "message '" << message << "' does not contain '" << text << "'";
+  }
+  return ::testing::AssertionFailure() << "no error thrown";
+}
+
+// Whether a CUDA device can run this build's CUDA backend; tests that need one skip with the reason.
+inline bool cuda_available() {
+#if defined(LORACPP_WITH_CUDA)
+  return backend::cuda::available();
+#else
+  return false;
+#endif
+}
+inline std::string cuda_unavailable_reason() {
+#if defined(LORACPP_WITH_CUDA)
+  return backend::cuda::unavailable_reason();
+#else
+  return "this build has no CUDA backend (nvcc was not found at build time)";
+#endif
 }
 
 }  // namespace loracpp::testing

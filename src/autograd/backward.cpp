@@ -48,7 +48,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   if (!seed.defined()) {
     check(root.numel() == 1, "backward", "a non-scalar root {} needs an explicit gradient",
           shape_str(root.shape()));
-    seed = Tensor::full(root.shape(), 1.0f, root.dtype());
+    seed = Tensor::full(root.shape(), 1.0f, root.dtype()).to(root.device());
   }
   check(seed.shape() == root.shape(), "backward", "gradient shape {} differs from the root's {}",
         shape_str(seed.shape()), shape_str(root.shape()));

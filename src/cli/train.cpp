@@ -102,6 +102,8 @@ void TrainCommand::add_to(CLI::App& parent) {
   app->add_option("--base-dtype", base_dtype,
                   "Frozen linear weights in f32, or bf16 (bf16 GEMMs with f32 accumulation; adapters stay f32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  app->add_option("--device", device, "Where to train: cpu, or cuda (an NVIDIA GPU; needs a build with nvcc)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   data_args.add_to(*app);
 }
 
@@ -149,6 +151,7 @@ int TrainCommand::run() {
     lora::attach_adapter(m, "default", config, seed);
     params = lora::adapter_parameters(m, "default", config);
   }
+  if (device == "cuda") m.to(Device::cuda);  // in place: the parameter handles follow
   std::int64_t trainable = 0, frozen = 0;
   for (const auto& p : params) trainable += p.tensor.numel();
   for (const auto& [name, w] : m.weights()) frozen += w.numel();

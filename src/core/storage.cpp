@@ -109,6 +109,30 @@ std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bo
   return storage;
 }
 
+void Storage::copy(const Storage& src, std::size_t src_offset, Storage& dst, std::size_t dst_offset, std::size_t n) {
+  check(src_offset + n <= src.nbytes_ && dst_offset + n <= dst.nbytes_, "storage",
+        "a copy of {} bytes runs past the end of its source ({} + {}) or destination ({} + {})", n, src_offset,
+        src.nbytes_, dst_offset, dst.nbytes_);
+  if (n == 0) return;
+  const std::byte* from = src.data_ + src_offset;
+  std::byte* to = dst.mutable_data() + dst_offset;
+  if (src.device_ == Device::cpu && dst.device_ == Device::cpu) {
+    std::memcpy(to, from, n);
+    return;
+  }
+#if defined(LORACPP_WITH_CUDA)
+  if (src.device_ == Device::cpu) {
+    backend::cuda::copy_to_device(to, from, n);
+  } else if (dst.device_ == Device::cpu) {
+    backend::cuda::copy_to_host(to, from, n);
+  } else {
+    backend::cuda::copy_on_device(to, from, n);
+  }
+#else
+  fail("storage", "cannot copy to or from cuda: this build has no CUDA backend");
+#endif
+}
+
 std::shared_ptr<Storage> Storage::map_file(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("storage", "cannot open {}: {}", path.string(), std::strerror(errno));

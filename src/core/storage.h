@@ -19,6 +19,9 @@ class Storage {
   // Freed host blocks are kept for reuse by later allocations of the same size; this returns them
   // to the system (after a one-off conversion whose blocks no step will ask for again).
   static void release_cached_blocks();
+  // Copies n bytes between storages on any devices (cpu and cuda, either way), src_offset and
+  // dst_offset in bytes; a copy that touches the device returns once the bytes have arrived.
+  static void copy(const Storage& src, std::size_t src_offset, Storage& dst, std::size_t dst_offset, std::size_t n);
 
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace loracpp {
 
@@ -154,8 +155,36 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, std::size_t 
   return Tensor(std::move(view));
 }
 
+Tensor Tensor::to(Device target) const {
+  if (device() == target) return *this;
+  const std::size_t element = dtype_size(dtype());
+  Tensor out = empty(shape(), dtype(), target);
+  const std::size_t bytes = static_cast<std::size_t>(numel()) * element;
+  if (is_contiguous()) {
+    Storage::copy(stored_bytes(), byte_offset(), *out.storage(), 0, bytes);
+    return out;
+  }
+  if (device() != Device::cpu) {
+    // A strided device view: its whole storage comes to the host, where the view is packed.
+    check(target == Device::cpu, "tensor", "moving a strided {} tensor {} to {} needs it contiguous first",
+          device_name(device()), shape_str(shape()), device_name(target));
+    auto host = Storage::allocate(stored_bytes().nbytes(), Device::cpu, /*zero_fill=*/false);
+    Storage::copy(stored_bytes(), 0, *host, 0, host->nbytes());
+    return Tensor(make_impl(std::move(host), 0, shape(), dtype())).as_strided(shape(), strides(), byte_offset()).to(target);
+  }
+  Tensor packed = empty(shape(), dtype(), Device::cpu);
+  const auto* src = static_cast<const std::byte*>(raw_data());
+  auto* dst = static_cast<std::byte*>(packed.raw_mutable_data());
+  std::int64_t k = 0;
+  for_each_offset(shape(), strides(), [&](std::int64_t i) {
+    std::memcpy(dst + static_cast<std::size_t>(k++) * element, src + static_cast<std::size_t>(i) * element, element);
+  });
+  Storage::copy(*packed.storage(), 0, *out.storage(), 0, bytes);
+  return out;
+}
+
 std::vector<float> Tensor::to_floats() const {
-  check(device() == Device::cpu, "tensor", "to_floats needs a cpu tensor, got {}", device_name(device()));
+  if (device() != Device::cpu) return to(Device::cpu).to_floats();
   std::vector<float> out;
   out.reserve(static_cast<std::size_t>(numel()));
   const void* base = raw_data();
@@ -165,7 +194,7 @@ std::vector<float> Tensor::to_floats() const {
 }
 
 std::vector<std::int64_t> Tensor::to_ints() const {
-  check(device() == Device::cpu, "tensor", "to_ints needs a cpu tensor, got {}", device_name(device()));
+  if (device() != Device::cpu) return to(Device::cpu).to_ints();
   std::vector<std::int64_t> out;
   out.reserve(static_cast<std::size_t>(numel()));
   const void* base = raw_data();

@@ -88,7 +88,13 @@ class Tensor {
     return static_cast<T*>(raw_mutable_data());
   }
 
-  // Host copies in logical (row-major) order, whatever the strides; for tests, I/O and printing.
+  // A contiguous copy on device, or this tensor itself when it is there already. The copy is a new
+  // leaf: no autograd history, and it does not require grad. A strided cuda tensor goes only to
+  // the host this way; between devices, make it contiguous first (ops::contiguous).
+  Tensor to(Device device) const;
+
+  // Host copies in logical (row-major) order, whatever the strides (a cuda tensor is copied to the
+  // host first); for tests, I/O and printing.
   std::vector<float> to_floats() const;
   std::vector<std::int64_t> to_ints() const;
   float item() const;

@@ -271,7 +271,7 @@ void write_gguf(const std::filesystem::path& path, const GgufFile& file) {
   std::uint64_t offset = 0;
   for (const auto& [name, t] : file.tensors) {
     ggml_type(t.dtype(), name);
-    check(t.is_contiguous() && t.device() == Device::cpu, kPlace, "tensor '{}' must be contiguous on cpu", name);
+    check(t.is_contiguous(), kPlace, "tensor '{}' must be contiguous", name);
     offsets.push_back(offset);
     offset += (static_cast<std::uint64_t>(t.numel()) * dtype_size(t.dtype()) + file.alignment - 1) / file.alignment *
               file.alignment;
@@ -303,7 +303,8 @@ void write_gguf(const std::filesystem::path& path, const GgufFile& file) {
     }
     w.pad(file.alignment);
     for (const auto& [name, t] : file.tensors) {
-      w.bytes(t.raw_data(), static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype()));
+      const Tensor host = t.to(Device::cpu);  // device tensors are copied to the host first
+      w.bytes(host.raw_data(), static_cast<std::size_t>(host.numel()) * dtype_size(host.dtype()));
       w.pad(file.alignment);
     }
   });

@@ -146,7 +146,6 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<std:
   std::set<std::string> names;
   for (const auto& [name, tensor] : tensors) {
     check(names.insert(name).second, kPlace, "tensor name '{}' given twice for {}", name, path.string());
-    check(tensor.device() == Device::cpu, kPlace, "tensor '{}' must be on cpu to be written", name);
     const std::size_t bytes = static_cast<std::size_t>(tensor.numel()) * dtype_size(tensor.dtype());
     header[name] = {{"dtype", dtype_label(tensor.dtype())}, {"shape", tensor.shape()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
@@ -158,7 +157,7 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<std:
     out.write(reinterpret_cast<const char*>(&length), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto& entry : tensors) {
-      const Tensor& t = entry.second;
+      const Tensor t = entry.second.to(Device::cpu);  // device tensors are copied to the host first
       if (t.is_contiguous()) {
         out.write(static_cast<const char*>(t.raw_data()), static_cast<std::streamsize>(t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype()))));
       } else {

@@ -218,6 +218,30 @@ void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
   Storage::release_cached_blocks();  // the replaced weights' blocks: no step reuses their sizes
 }
 
+namespace {
+// Gives t's own TensorImpl a copy of its values on device, so every handle on it sees the move.
+void move_in_place(Tensor& t, Device device) {
+  if (!t.defined() || t.device() == device) return;
+  const Tensor moved = ops::contiguous(t).to(device);
+  TensorImpl& impl = t.impl();
+  impl.storage = moved.storage();
+  impl.byte_offset = 0;
+  impl.strides = moved.strides();
+  impl.grad.reset();
+}
+}  // namespace
+
+void LlamaModel::to(Device device) {
+  autograd::NoGradGuard no_grad;
+  for (auto& [name, w] : weights_) move_in_place(w, device);
+  for (auto& [module, branches] : adapters_)
+    for (auto& branch : branches) {
+      move_in_place(branch.a, device);
+      move_in_place(branch.b, device);
+    }
+  Storage::release_cached_blocks();
+}
+
 std::vector<nn::LoraBranch>& LlamaModel::adapter_slot(const std::string& module) {
   check(weights_.count(module + ".weight"), kPlace, "no module named '{}'", module);
   return adapters_[module];
@@ -264,8 +288,8 @@ KVCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity, DType 
   KVCache cache;
   cache.capacity = capacity;
   for (std::int64_t l = 0; l < config_.num_layers; ++l) {
-    cache.keys.push_back(Tensor::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, dtype));
-    cache.values.push_back(Tensor::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, dtype));
+    cache.keys.push_back(Tensor::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, dtype, device()));
+    cache.values.push_back(Tensor::zeros({batch, config_.num_kv_heads, capacity, config_.head_dim}, dtype, device()));
   }
   return cache;
 }
@@ -308,9 +332,12 @@ Tensor LlamaModel::forward(const Tensor& ids, KVCache* cache, bool last_only, co
   return project("lm_head", x, context);
 }
 
-Tensor LlamaModel::hidden_states(const Tensor& ids, KVCache* cache, bool last_only,
-                                 const nn::ForwardContext& context) const {
+Tensor LlamaModel::hidden_states(const Tensor& given_ids, KVCache* cache, bool last_only,
+                                 const nn::ForwardContext& given_context) const {
   using namespace ops;
+  const Tensor ids = given_ids.to(device());
+  nn::ForwardContext context = given_context;
+  if (context.attention_mask.defined()) context.attention_mask = context.attention_mask.to(device());
   check(ids.dim() == 2, kPlace, "ids must be [batch, seq], got {}", shape_str(ids.shape()));
   const std::int64_t seq = ids.size(1);
   const std::int64_t start = cache ? cache->length : 0;
@@ -354,10 +381,10 @@ Tensor LlamaModel::token_loss(const Tensor& inputs, const Tensor& targets, const
         shape_str(inputs.shape()), shape_str(targets.shape()));
   const auto head_adapters = adapters_.find("lm_head");
   if (!config_.tie_word_embeddings && head_adapters != adapters_.end() && !head_adapters->second.empty())
-    return ops::cross_entropy(forward(inputs, nullptr, false, context), targets, ignore_index);
+    return ops::cross_entropy(forward(inputs, nullptr, false, context), targets.to(device()), ignore_index);
   const Tensor x = hidden_states(inputs, nullptr, false, context);
   return ops::linear_cross_entropy(x, weight(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
-                                   targets, ignore_index);
+                                   targets.to(device()), ignore_index);
 }
 
 }  // namespace loracpp::models

@@ -81,6 +81,11 @@ class LlamaModel {
   // The dtype the hidden states compute in: the norms' (f32 on the bf16 training path, where only
   // the frozen GEMM operands are bf16).
   DType dtype() const { return weight("model.norm.weight").dtype(); }
+  // Where the weights live; inputs given on another device are copied there.
+  Device device() const { return weight("model.norm.weight").device(); }
+  // Moves every weight and adapter to device in place: handles on them (an optimiser's parameter
+  // list) stay valid, and trainable adapters keep requiring grad.
+  void to(Device device);
   // Converts the weights once: the linear layers' to linear_dtype (bf16: the bf16 GEMM path for
   // frozen weights), every other (embeddings, norms, biases) to other_dtype. A tied embedding table
   // is the output layer's weight too, so it takes linear_dtype.

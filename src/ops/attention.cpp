@@ -13,13 +13,19 @@ namespace loracpp::ops {
 using namespace detail;
 
 namespace {
-// [q_len, kv_len]: 0 where query i may see key j (j <= i + kv_len - q_len), -inf elsewhere.
-Tensor causal_mask(std::int64_t q_len, std::int64_t kv_len, DType dtype) {
+// [q_len, kv_len] on device: 0 where query i may see key j (j <= i + kv_len - q_len), -inf
+// elsewhere. Every layer asks for the same one, so the latest is kept.
+Tensor causal_mask(std::int64_t q_len, std::int64_t kv_len, DType dtype, Device device) {
+  thread_local Tensor latest;
+  if (latest.defined() && latest.shape() == Shape{q_len, kv_len} && latest.dtype() == dtype &&
+      latest.device() == device)
+    return latest;
   std::vector<float> values(static_cast<std::size_t>(q_len * kv_len), 0.0f);
   for (std::int64_t i = 0; i < q_len; ++i)
     for (std::int64_t j = i + kv_len - q_len + 1; j < kv_len; ++j)
       if (j >= 0) values[static_cast<std::size_t>(i * kv_len + j)] = -std::numeric_limits<float>::infinity();
-  return Tensor::from_floats(values, {q_len, kv_len}, dtype);
+  latest = Tensor::from_floats(values, {q_len, kv_len}, dtype).to(device);
+  return latest;
 }
 }  // namespace
 
@@ -105,7 +111,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   const bool masked = options.causal || options.mask.defined();
   if (masked) {
     scores = reshape(scores, full);
-    if (options.causal) scores = add(scores, causal_mask(q_len, kv_len, q.dtype()));
+    if (options.causal) scores = add(scores, causal_mask(q_len, kv_len, q.dtype(), q.device()));
     if (options.mask.defined()) scores = add(scores, options.mask);
     scores = reshape(scores, {batch, kv_heads, group * q_len, kv_len});
   }

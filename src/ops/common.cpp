@@ -92,18 +92,19 @@ Tensor alias(const Tensor& x) { return x.as_strided(x.shape(), x.strides(), x.by
 Tensor zeros_f32(const Shape& shape, Device device) { return Tensor::zeros(shape, DType::f32, device); }
 Tensor empty_f32(const Shape& shape, Device device) { return Tensor::empty(shape, DType::f32, device); }
 
-Tensor checked_ids(std::string_view op, const Tensor& ids, i64 limit, std::optional<i64> skip_value) {
+CheckedIds checked_ids(std::string_view op, const Tensor& ids, i64 limit, std::optional<i64> skip_value) {
   require_integer(op, ids, "ids");
-  check(ids.device() == Device::cpu, op, "index checks need cpu ids, got {}", device_name(ids.device()));
-  Tensor out = Tensor::zeros(ids.shape(), DType::i64, ids.device());
+  Tensor out = Tensor::zeros(ids.shape(), DType::i64, Device::cpu);
   auto* dst = out.mutable_data<std::int64_t>();
-  std::int64_t k = 0;
+  std::int64_t k = 0, counted = 0;
   for (const auto id : ids.to_ints()) {
-    if (!(skip_value && id == *skip_value))
+    if (!(skip_value && id == *skip_value)) {
       check(id >= 0 && id < limit, op, "index {} at position {} is out of range [0, {})", id, k, limit);
+      ++counted;
+    }
     dst[k++] = id;
   }
-  return out;
+  return {out.to(ids.device()), counted};
 }
 
 }  // namespace loracpp::ops::detail

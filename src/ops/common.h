@@ -37,8 +37,13 @@ Tensor cast_raw(const Tensor& x_f32, DType dtype);
 Tensor alias(const Tensor& x);
 Tensor zeros_f32(const Shape& shape, Device device);
 Tensor empty_f32(const Shape& shape, Device device);  // for outputs a kernel writes in full
-// ids as contiguous i64, each checked to lie in [0, limit) (or to equal skip_value).
-Tensor checked_ids(std::string_view op, const Tensor& ids, i64 limit, std::optional<i64> skip_value = {});
+// ids as contiguous i64 on their device, each checked (on the host) to lie in [0, limit) or to
+// equal skip_value; counted: how many are not skip_value.
+struct CheckedIds {
+  Tensor index;
+  i64 counted = 0;
+};
+CheckedIds checked_ids(std::string_view op, const Tensor& ids, i64 limit, std::optional<i64> skip_value = {});
 
 inline float* f32(Tensor& t) { return t.mutable_data<float>(); }
 inline const float* f32(const Tensor& t) { return t.data<float>(); }

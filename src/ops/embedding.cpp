@@ -12,7 +12,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   require_rank("embedding", weight, 2, "weight");
   require_same_device("embedding", {weight, ids});
   const std::int64_t vocab = weight.size(0), dim = weight.size(1);
-  const Tensor index = checked_ids("embedding", ids, vocab);
+  const Tensor index = checked_ids("embedding", ids, vocab).index;
   // Rows are gathered in the table's dtype: a bf16 table is never widened as a whole.
   const Tensor table = contiguous_raw(weight);
   Shape shape = ids.shape();

@@ -17,9 +17,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   check(targets.shape() == expected, "cross_entropy", "targets must have shape {} for logits {}, got {}",
         shape_str(expected), shape_str(logits.shape()), shape_str(targets.shape()));
   const std::int64_t vocab = logits.size(-1), rows = shape_numel(expected);
-  const Tensor ids = checked_ids("cross_entropy", targets, vocab, ignore_index);
-  std::int64_t count = 0;
-  for (std::int64_t i = 0; i < rows; ++i) count += ids.data<std::int64_t>()[i] != ignore_index;
+  const CheckedIds checked = checked_ids("cross_entropy", targets, vocab, ignore_index);
+  const Tensor ids = checked.index;
+  const std::int64_t count = checked.counted;
   const Tensor lf = as_f32(logits);
   Tensor losses = zeros_f32({rows}, logits.device()), lse = zeros_f32({rows}, logits.device());
   LORACPP_KERNEL(logits.device(), cross_entropy_forward)(f32(lf), ids.data<std::int64_t>(), f32(losses), f32(lse),
@@ -57,9 +57,9 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
         shape_str(x.shape()), shape_str(targets.shape()));
   check(chunk_rows >= 0, op, "chunk_rows must be >= 0, got {}", chunk_rows);
   const std::int64_t rows = shape_numel(rows_shape);
-  const Tensor ids = checked_ids(op, targets, vocab, ignore_index);
-  std::int64_t count = 0;
-  for (std::int64_t i = 0; i < rows; ++i) count += ids.data<std::int64_t>()[i] != ignore_index;
+  const CheckedIds checked = checked_ids(op, targets, vocab, ignore_index);
+  const Tensor ids = checked.index;
+  const std::int64_t count = checked.counted;
   const float inv_count = count > 0 ? 1.0f / static_cast<float>(count) : 0.0f;
 
   const bool recording = autograd::should_record({x, weight});

@@ -36,7 +36,14 @@ Tensor rope(const Tensor& x, const RopeOptions& options) {
   std::vector<float> freqs = options.inv_freq.empty() ? rope_inv_freq(head_dim, options.theta) : options.inv_freq;
   check(static_cast<std::int64_t>(freqs.size()) == head_dim / 2, "rope",
         "inv_freq must have head_dim/2 = {} entries, got {}", head_dim / 2, freqs.size());
-  const Tensor inv_freq = Tensor::from_floats(freqs, {head_dim / 2});
+  // The frequencies as a tensor on x's device; every layer asks for the same, so the latest is kept.
+  thread_local std::vector<float> latest_freqs;
+  thread_local Tensor latest;
+  if (!latest.defined() || latest.device() != x.device() || latest_freqs != freqs) {
+    latest = Tensor::from_floats(freqs, {head_dim / 2}).to(x.device());
+    latest_freqs = freqs;
+  }
+  const Tensor inv_freq = latest;
   const std::int64_t offset = options.position_offset;
   const RopeLayout layout = options.layout;
   Tensor y = cast_raw(rope_raw(x, inv_freq, offset, layout, false), x.dtype());

@@ -68,9 +68,10 @@ void AdamW::restore(std::int64_t steps, const std::vector<Tensor>& m, const std:
     check(m[i].shape() == m_[i].shape() && v[i].shape() == v_[i].shape() && m[i].dtype() == DType::f32 &&
               v[i].dtype() == DType::f32,
           "adamw", "saved moments of parameter {} must be f32 {}", i, shape_str(m_[i].shape()));
-    const auto mv = m[i].to_floats(), vv = v[i].to_floats();
-    std::copy(mv.begin(), mv.end(), m_[i].mutable_data<float>());
-    std::copy(vv.begin(), vv.end(), v_[i].mutable_data<float>());
+    for (auto [dst, src] : {std::pair{&m_[i], &m[i]}, std::pair{&v_[i], &v[i]}}) {
+      const Tensor host = Tensor::from_floats(src->to_floats(), src->shape());  // contiguous, any device
+      Storage::copy(*host.storage(), 0, *dst->storage(), dst->byte_offset(), host.storage()->nbytes());
+    }
   }
   steps_ = steps;
 }

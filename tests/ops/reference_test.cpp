@@ -158,6 +158,42 @@ void check_low_precision(const Case& test, DType dtype, DType index_dtype, doubl
   }
 }
 
+// The same case with every input on the GPU: outputs and gradients must stay there and match the
+// reference as the CPU's do. Ops whose kernels have no CUDA version yet must say so.
+bool has_cuda_kernels(const std::string& name) {
+  for (const char* prefix : {"layer_norm", "im2col", "conv2d", "max_pool2d", "avg_pool2d"})
+    if (name.rfind(prefix, 0) == 0) return false;
+  return true;
+}
+
+TEST_P(OpReference, MatchesTorchOnCuda) {
+  if (!testing::cuda_available()) GTEST_SKIP() << "not run: " << testing::cuda_unavailable_reason();
+  const auto& c = GetParam().json;
+  Inputs inputs = make_inputs(c, DType::f32, DType::i64);
+  for (auto& t : inputs) {
+    const bool trains = t.requires_grad();
+    t = t.to(Device::cuda);
+    if (trains) t.set_requires_grad();
+  }
+  if (!has_cuda_kernels(GetParam().name)) {
+    EXPECT_TRUE(testing::throws_containing([&] { builders().at(GetParam().name)(inputs); }, "has no CUDA implementation"));
+    return;
+  }
+  const Tensor out = builders().at(GetParam().name)(inputs);
+  EXPECT_EQ(out.device(), Device::cuda);
+  EXPECT_TRUE(testing::all_close(out.to_floats(), c["output"]["data"].get<std::vector<double>>(), 1e-5, 1e-4));
+  const auto upstream = c["grad_output"].get<std::vector<float>>();
+  autograd::backward(out, Tensor::from_floats(upstream, out.shape()).to(Device::cuda));
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (c["grads"][i].is_null()) continue;
+    ASSERT_TRUE(inputs[i].grad().defined()) << "input " << i << " got no gradient";
+    EXPECT_EQ(inputs[i].grad().device(), Device::cuda);
+    EXPECT_TRUE(testing::all_close(inputs[i].grad().to_floats(), c["grads"][i].get<std::vector<double>>(), 1e-5,
+                                   1e-4))
+        << "gradient of input " << i;
+  }
+}
+
 TEST_P(OpReference, Bf16WithinBf16Tolerance) { check_low_precision(GetParam(), DType::bf16, DType::i32, 1.0 / 256); }
 TEST_P(OpReference, F16WithinF16Tolerance) { check_low_precision(GetParam(), DType::f16, DType::i32, 1.0 / 2048); }
 

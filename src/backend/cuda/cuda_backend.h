@@ -18,8 +18,13 @@ const char* unavailable_reason();
 void* allocate(std::size_t bytes);
 void release(void* pointer, std::size_t bytes);
 void fill_zero(void* pointer, std::size_t bytes);
+// The most device memory held by live allocations (cached free blocks not counted) since the start
+// or the last reset: what PyTorch reports as max_memory_allocated.
+std::size_t peak_bytes();
+void reset_peak_bytes();
 void copy_to_device(void* device_dst, const void* host_src, std::size_t bytes);
 void copy_to_host(void* host_dst, const void* device_src, std::size_t bytes);
+void copy_on_device(void* device_dst, const void* device_src, std::size_t bytes);  // in stream order
 void synchronize();
 
 // The kernels this backend has; the slots it leaves null raise "<kernel> has no CUDA

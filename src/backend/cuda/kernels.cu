@@ -234,10 +234,21 @@ __global__ void rms_norm_backward_kernel(const float* x, const float* w, const f
   dot = block_sum(dot);
   const float s = rstd[blockIdx.x];
   const float c = static_cast<float>(dot / static_cast<double>(dim)) * s * s;
-  for (i64 d = threadIdx.x; d < dim; d += blockDim.x) {
-    if (dx) dx[blockIdx.x * dim + d] = s * (gr[d] * w[d] - xr[d] * c);
-    if (dw) atomicAdd(&dw[d], gr[d] * xr[d] * s);
-  }
+  if (dx)
+    for (i64 d = threadIdx.x; d < dim; d += blockDim.x) dx[blockIdx.x * dim + d] = s * (gr[d] * w[d] - xr[d] * c);
+}
+
+// dw[d] += sum over rows of dy x rstd: a thread per column and chunk of rows, one atomic per chunk
+// (an atomic per element would queue every row on the same dim addresses).
+constexpr i64 kNormRowsPerChunk = 64;
+__global__ void rms_norm_weight_grad_kernel(const float* x, const float* rstd, const float* dy, float* dw, i64 rows,
+                                            i64 dim) {
+  const i64 d = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x;
+  if (d >= dim) return;
+  const i64 r0 = blockIdx.y * kNormRowsPerChunk, r1 = min(rows, r0 + kNormRowsPerChunk);
+  float sum = 0;
+  for (i64 r = r0; r < r1; ++r) sum += dy[r * dim + d] * x[r * dim + d] * rstd[r];
+  atomicAdd(&dw[d], sum);
 }
 
 __global__ void softmax_forward_kernel(const float* x, float* y, i64 cols) {
@@ -452,7 +463,12 @@ void rms_norm_forward(const float* x, const float* w, float* y, float* rstd, i64
 void rms_norm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw, i64 rows,
                        i64 dim) {
   if (rows == 0) return;
-  rms_norm_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(x, w, rstd, dy, dx, dw, dim);
+  if (dx) rms_norm_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(x, w, rstd, dy, dx, dw, dim);
+  if (dw) {
+    const dim3 grid(static_cast<unsigned>((dim + kThreads - 1) / kThreads),
+                    static_cast<unsigned>((rows + kNormRowsPerChunk - 1) / kNormRowsPerChunk));
+    rms_norm_weight_grad_kernel<<<grid, kThreads, 0, stream()>>>(x, rstd, dy, dw, rows, dim);
+  }
   check_launch("rms_norm_backward");
 }
 

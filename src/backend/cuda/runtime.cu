@@ -2,6 +2,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -23,6 +24,7 @@ struct Runtime {
   cublasHandle_t blas = nullptr;
   std::mutex mutex;
   std::multimap<std::size_t, void*> free_blocks;  // size -> blocks ready for reuse
+  std::size_t in_use = 0, peak = 0;                // bytes handed out and not yet released
 
   Runtime() {
     int count = 0;
@@ -81,6 +83,8 @@ void* allocate(std::size_t bytes) {
     if (it != r.free_blocks.end()) {
       void* p = it->second;
       r.free_blocks.erase(it);
+      r.in_use += size;
+      r.peak = std::max(r.peak, r.in_use);
       return p;
     }
   }
@@ -93,14 +97,31 @@ void* allocate(std::size_t bytes) {
     r.free_blocks.clear();
     check_cuda(cudaMalloc(&p, size), "cudaMalloc");
   }
+  std::lock_guard lock(r.mutex);
+  r.in_use += size;
+  r.peak = std::max(r.peak, r.in_use);
   return p;
+}
+
+std::size_t peak_bytes() {
+  Runtime& r = runtime();
+  std::lock_guard lock(r.mutex);
+  return r.peak;
+}
+
+void reset_peak_bytes() {
+  Runtime& r = runtime();
+  std::lock_guard lock(r.mutex);
+  r.peak = r.in_use;
 }
 
 void release(void* pointer, std::size_t bytes) {
   if (!pointer) return;
   Runtime& r = runtime();
   std::lock_guard lock(r.mutex);
-  r.free_blocks.emplace(rounded(std::max<std::size_t>(bytes, 1)), pointer);  // reused in stream order
+  const std::size_t size = rounded(std::max<std::size_t>(bytes, 1));
+  r.free_blocks.emplace(size, pointer);  // reused in stream order
+  r.in_use -= size;
 }
 
 void fill_zero(void* pointer, std::size_t bytes) {
@@ -115,6 +136,10 @@ void copy_to_device(void* device_dst, const void* host_src, std::size_t bytes) {
 void copy_to_host(void* host_dst, const void* device_src, std::size_t bytes) {
   check_cuda(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream()), "copy to host");
   check_cuda(cudaStreamSynchronize(stream()), "copy to host");
+}
+
+void copy_on_device(void* device_dst, const void* device_src, std::size_t bytes) {
+  check_cuda(cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, stream()), "copy on device");
 }
 
 void synchronize() { check_cuda(cudaStreamSynchronize(stream()), "cudaStreamSynchronize"); }
