@@ -1,12 +1,16 @@
 // Scaled dot-product attention with causal and additive masks and grouped-query heads. Where the
-// backend has the fused kernels (the CPU does) it never holds more than a tile of scores and its
-// backward recomputes them; elsewhere it is composed from matmul, softmax and broadcasting adds,
-// whose backward comes from theirs.
+// backend's fused kernels take the shape (the CPU's take all; the GPU's, bf16 products of head
+// sizes 32 and 64) it never holds more than a tile of scores and its backward recomputes them;
+// elsewhere it is composed from matmul, softmax and broadcasting adds, whose backward comes from
+// theirs.
 #include <cmath>
 #include <limits>
 
 #include "ops/common.h"
 #include "ops/ops.h"
+#if defined(LORACPP_WITH_CUDA)
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace loracpp::ops {
 
@@ -30,6 +34,17 @@ Tensor causal_mask(std::int64_t q_len, std::int64_t kv_len, DType dtype, Device 
 }  // namespace
 
 namespace {
+
+// The CPU's fused kernels take every shape; the GPU's multiply on tensor cores in bf16 and take
+// some head sizes (backend/cuda). Other attention is composed of products and the softmax.
+bool fused_kernel_fits(Device device, std::int64_t head_dim, std::int64_t v_dim, bool bf16_products) {
+  if (backend::kernels(device).attention_forward == nullptr) return false;
+#if defined(LORACPP_WITH_CUDA)
+  if (device == Device::cuda) return backend::cuda::attention_fits(head_dim, v_dim, bf16_products);
+#endif
+  (void)head_dim, (void)v_dim, (void)bf16_products;
+  return true;
+}
 
 // The fused kernels over contiguous f32 copies; mask broadcast to [1 or batch, 1 or heads, q, kv].
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, float scale_value,
@@ -102,7 +117,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
           "mask {} must broadcast to [batch, q_heads, q_len, kv_len] = {}", shape_str(options.mask.shape()),
           shape_str(full));
   }
-  if (backend::kernels(q.device()).attention_forward != nullptr)
+  if (fused_kernel_fits(q.device(), head_dim, v_dim, options.bf16_products))
     return fused_attention(q, k, v, options.mask, scale_value, options.causal, options.bf16_products);
 
   // Query heads h*group .. h*group+group-1 share key/value head h: fold the group into the rows.

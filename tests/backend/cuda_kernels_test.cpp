@@ -247,8 +247,52 @@ TEST_F(CudaKernels, ConversionsAndStridedCopiesMatchTheCpu) {
   EXPECT_EQ(to_host(gt, 100), t);
 }
 
+// The tensor-core attention (bf16 products) against the CPU's f32 kernels, forward and backward:
+// grouped heads, causal with more keys than queries, an additive mask, partial tiles.
+TEST_F(CudaKernels, FusedAttentionMatchesTheCpuWithinBf16Rounding) {
+  struct Case {
+    i64 batch, kv_heads, group, q_len, kv_len, dim;
+    bool causal, masked;
+  };
+  for (const Case c : {Case{2, 2, 2, 100, 100, 64, true, false}, Case{2, 1, 3, 37, 100, 32, true, true},
+                       Case{1, 3, 1, 130, 70, 64, false, true}, Case{1, 1, 2, 64, 64, 32, false, false}}) {
+    SCOPED_TRACE(::testing::Message() << "q_len " << c.q_len << " kv_len " << c.kv_len << " dim " << c.dim);
+    const i64 heads = c.batch * c.kv_heads * c.group;
+    const auto q = random(static_cast<std::size_t>(heads * c.q_len * c.dim), 11);
+    const auto k = random(static_cast<std::size_t>(c.batch * c.kv_heads * c.kv_len * c.dim), 12);
+    const auto v = random(static_cast<std::size_t>(c.batch * c.kv_heads * c.kv_len * c.dim), 13);
+    const auto dout = random(static_cast<std::size_t>(heads * c.q_len * c.dim), 14);
+    std::vector<float> mask;
+    if (c.masked) mask = random(static_cast<std::size_t>(c.batch * c.q_len * c.kv_len), 15);  // [batch, 1, q, kv]
+    AttentionGeometry g{c.batch, c.kv_heads, c.group, c.q_len, c.kv_len, c.dim, c.dim,
+                        1.0f / std::sqrt(static_cast<float>(c.dim)), c.causal, c.masked ? c.q_len * c.kv_len : 0, 0,
+                        /*bf16_products=*/false};
+    const std::size_t q_n = q.size(), kv_n = k.size(), rows = static_cast<std::size_t>(heads * c.q_len);
+    std::vector<float> out(q_n), lse(rows), dq(q_n), dk(kv_n), dv(kv_n);
+    const float* m = c.masked ? mask.data() : nullptr;
+    cpu::attention_forward(q.data(), k.data(), v.data(), m, out.data(), lse.data(), g);
+    cpu::attention_backward(q.data(), k.data(), v.data(), m, out.data(), lse.data(), dout.data(), dq.data(), dk.data(),
+                            dv.data(), g);
+    g.bf16_products = true;
+    ASSERT_TRUE(cuda::attention_fits(c.dim, c.dim, true));
+    const float *qd = on_device(q), *kd = on_device(k), *vd = on_device(v), *dod = on_device(dout);
+    const float* md = c.masked ? on_device(mask) : nullptr;
+    float *od = on_device(std::vector<float>(q_n)), *lsed = on_device(std::vector<float>(rows));
+    float *dqd = on_device(std::vector<float>(q_n)), *dkd = on_device(std::vector<float>(kv_n)),
+          *dvd = on_device(std::vector<float>(kv_n));
+    gpu.attention_forward(qd, kd, vd, md, od, lsed, g);
+    gpu.attention_backward(qd, kd, vd, md, od, lsed, dod, dqd, dkd, dvd, g);
+    expect_close(to_host(od, q_n), out, 2e-2f);
+    expect_close(to_host(lsed, rows), lse, 2e-2f);
+    expect_close(to_host(dqd, q_n), dq, 4e-2f);
+    expect_close(to_host(dkd, kv_n), dk, 4e-2f);
+    expect_close(to_host(dvd, kv_n), dv, 4e-2f);
+  }
+  EXPECT_FALSE(cuda::attention_fits(64, 64, false));  // f32 attention stays composed of cuBLAS products
+  EXPECT_FALSE(cuda::attention_fits(128, 128, true));
+}
+
 TEST_F(CudaKernels, KernelsWithoutACudaVersionSaySo) {
-  EXPECT_EQ(gpu.attention_forward, nullptr);  // ops use the matmul + softmax composition instead
   try {
     LORACPP_KERNEL(Device::cuda, layer_norm_forward);
     ADD_FAILURE() << "no error";

@@ -3,6 +3,7 @@
 // files behind it need nvcc. Built when CMake finds nvcc (LORACPP_WITH_CUDA); every function
 // throws a clear error when no device is usable.
 #include <cstddef>
+#include <cstdint>
 
 #include "backend/kernels.h"
 
@@ -28,7 +29,12 @@ void copy_on_device(void* device_dst, const void* device_src, std::size_t bytes)
 void synchronize();
 
 // The kernels this backend has; the slots it leaves null raise "<kernel> has no CUDA
-// implementation" (the fused attention is one: ops fall back to matmul + softmax).
+// implementation".
 void fill_table(KernelTable& table);
+
+// Whether the fused attention kernels take this shape: they multiply on tensor cores in bf16 (the
+// bf16 path's attention_products) with head sizes 32 and 64; ops compose other attention from
+// cuBLAS products and the softmax kernels.
+bool attention_fits(std::int64_t head_dim, std::int64_t v_dim, bool bf16_products);
 
 }  // namespace loracpp::backend::cuda

@@ -5,12 +5,21 @@
 
 #include <cstdint>
 
+#include "backend/kernels.h"
+
 namespace loracpp::backend::cuda {
 
 cudaStream_t stream();
 cublasHandle_t blas();
 void check_cuda(cudaError_t status, const char* what);
 void check_launch(const char* kernel);
+
+// The fused attention (attention.cu), for the kernel table.
+void attention_forward(const float* q, const float* k, const float* v, const float* mask, float* out, float* lse,
+                       const AttentionGeometry& g);
+void attention_backward(const float* q, const float* k, const float* v, const float* mask, const float* out,
+                        const float* lse, const float* dout, float* dq, float* dk, float* dv,
+                        const AttentionGeometry& g);
 
 constexpr int kThreads = 256;
 inline unsigned blocks_for(std::int64_t n) {

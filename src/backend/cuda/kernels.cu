@@ -74,6 +74,14 @@ __device__ void store_from_double(void* p, DType t, i64 i, double v) {
   }
 }
 
+// The conversions of every bf16 product, without the general kernel's per-element switch.
+__global__ void f32_to_bf16_kernel(const float* src, __nv_bfloat16* dst, i64 n) {
+  LORACPP_GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+__global__ void bf16_to_f32_kernel(const __nv_bfloat16* src, float* dst, i64 n) {
+  LORACPP_GRID_STRIDE(i, n) dst[i] = __bfloat162float(src[i]);
+}
+
 __global__ void convert_kernel(const void* src, DType s, void* dst, DType d, i64 n) {
   LORACPP_GRID_STRIDE(i, n) store_from_double(dst, d, i, load_as_double(src, s, i));
 }
@@ -106,6 +114,11 @@ __global__ void binary_kernel(BinaryOp op, const float* a, const float* b, float
     strided_offsets(dims, i, ai, bi);
     out[i] = apply_binary(op, a[ai], b[bi]);
   }
+}
+
+// The common case: both operands dense in the output's order, no index arithmetic.
+__global__ void binary_dense_kernel(BinaryOp op, const float* a, const float* b, float* out, i64 n) {
+  LORACPP_GRID_STRIDE(i, n) out[i] = apply_binary(op, a[i], b[i]);
 }
 
 __global__ void scale_kernel(const float* x, float alpha, float* y, i64 n) { LORACPP_GRID_STRIDE(i, n) y[i] = alpha * x[i]; }
@@ -343,6 +356,17 @@ Dims make_dims(const i64* shape, int rank, const i64* a, const i64* b) {
   return d;
 }
 
+// Whether strides walk shape's elements in row-major order without gaps (sizes of 1 skipped).
+bool dense(const i64* shape, int rank, const i64* strides) {
+  i64 expected = 1;
+  for (int d = rank - 1; d >= 0; --d) {
+    if (shape[d] == 1) continue;
+    if (strides[d] != expected) return false;
+    expected *= shape[d];
+  }
+  return true;
+}
+
 i64 numel(const i64* shape, int rank) {
   i64 n = 1;
   for (int i = 0; i < rank; ++i) n *= shape[i];
@@ -352,7 +376,15 @@ i64 numel(const i64* shape, int rank) {
 // ---- the table's entries (host functions with the kernels.h signatures) ----
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
   if (n == 0) return;
-  convert_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(src, src_dtype, dst, dst_dtype, n);
+  if (src_dtype == DType::f32 && dst_dtype == DType::bf16) {
+    f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(static_cast<const float*>(src),
+                                                                 static_cast<__nv_bfloat16*>(dst), n);
+  } else if (src_dtype == DType::bf16 && dst_dtype == DType::f32) {
+    bf16_to_f32_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(static_cast<const __nv_bfloat16*>(src),
+                                                                 static_cast<float*>(dst), n);
+  } else {
+    convert_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(src, src_dtype, dst, dst_dtype, n);
+  }
   check_launch("convert");
 }
 
@@ -393,6 +425,11 @@ void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, c
             const i64* shape, int rank) {
   const i64 n = numel(shape, rank);
   if (n == 0) return;
+  if (dense(shape, rank, a_strides) && dense(shape, rank, b_strides)) {
+    binary_dense_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, a, b, out, n);
+    check_launch("binary");
+    return;
+  }
   binary_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(op, a, b, out, make_dims(shape, rank, a_strides, b_strides), n);
   check_launch("binary");
 }
@@ -578,8 +615,10 @@ void fill_table(KernelTable& t) {
   t.cross_entropy_with_bf16_grad = &cross_entropy_with_bf16_grad;
   t.dropout_mask = &dropout_mask;
   t.adamw_update = &adamw_update;
-  // Not yet on CUDA: the fused attention (ops fall back to matmul + softmax), layer norm,
-  // convolution and pooling, SGD; their slots stay null and say so when used.
+  t.attention_forward = &attention_forward;  // for the shapes attention_fits takes
+  t.attention_backward = &attention_backward;
+  // Not yet on CUDA: layer norm, convolution and pooling, SGD; their slots stay null and say so
+  // when used.
 }
 
 }  // namespace loracpp::backend::cuda
