@@ -97,8 +97,9 @@ struct ForwardSmem {
   static constexpr int kScores = 16 * (kRows + kPadFloat);    // per warp
   static constexpr int kProbs = 16 * (kRows + kPadHalf);      // per warp
   static constexpr int kOut = 16 * (D + kPadFloat);           // per warp
+  static_assert(kOut <= kScores, "a warp's product with v reuses its scores' rows");
   static constexpr std::size_t bytes =
-      3 * kTileHalf * sizeof(bf16) + kWarps * (kScores + 2 * kOut) * sizeof(float) + kWarps * kProbs * sizeof(bf16);
+      3 * kTileHalf * sizeof(bf16) + kWarps * (kScores + kOut) * sizeof(float) + kWarps * kProbs * sizeof(bf16);
 };
 
 // One block per (query head, tile of 64 query rows).
@@ -113,8 +114,8 @@ __global__ void __launch_bounds__(kBlock) flash_forward_kernel(const float* q, c
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* scores = reinterpret_cast<float*>(vs + S::kTileHalf) + warp * S::kScores;
   float* acc_out = reinterpret_cast<float*>(vs + S::kTileHalf) + kWarps * S::kScores + warp * S::kOut;
-  float* pv = reinterpret_cast<float*>(vs + S::kTileHalf) + kWarps * (S::kScores + S::kOut) + warp * S::kOut;
-  bf16* probs = reinterpret_cast<bf16*>(reinterpret_cast<float*>(vs + S::kTileHalf) + kWarps * (S::kScores + 2 * S::kOut)) +
+  float* pv = scores;  // probs · v, once the scores are spent
+  bf16* probs = reinterpret_cast<bf16*>(reinterpret_cast<float*>(vs + S::kTileHalf) + kWarps * (S::kScores + S::kOut)) +
                 warp * S::kProbs;
 
   const i64 head = blockIdx.y, q0 = static_cast<i64>(blockIdx.x) * kRows;
@@ -199,14 +200,16 @@ struct BackwardSmem {
   static constexpr int kTileHalf = kRows * (D + kPadHalf);
   static constexpr int kSquare = kRows * (kRows + kPadFloat);       // f32 score-shaped tile
   static constexpr int kSquareHalf = kRows * (kRows + kPadHalf);    // bf16 score-shaped tile
-  static constexpr int kGrad = kRows * (D + kPadFloat);             // f32 dk or dv tile
-  static constexpr int kWarpGrad = 16 * (D + kPadFloat);            // a warp's dq rows
-  static constexpr std::size_t bytes = 4 * kTileHalf * sizeof(bf16) + 2 * kSquareHalf * sizeof(bf16) +
-                                       (2 * kSquare + 2 * kGrad + kWarps * kWarpGrad + 2 * kRows) * sizeof(float);
+  static constexpr int kGrad = kRows * (D + kPadFloat);             // f32 dk or dv tile, at the end
+  // dq rows reuse the scores' rows, and the final dk and dv tiles the scores and dprobs.
+  static_assert(kGrad <= kSquare, "gradient tiles reuse the score tiles");
+  static constexpr std::size_t bytes =
+      4 * kTileHalf * sizeof(bf16) + 2 * kSquareHalf * sizeof(bf16) + (2 * kSquare + 2 * kRows) * sizeof(float);
 };
 
-// One block per (key/value head, tile of 64 keys): it owns that tile's dk and dv, walks every query
-// tile of the heads sharing it, and adds into dq (zeroed first) atomically.
+// One block per (query head of a group, key/value head, tile of 64 keys): its warps keep the
+// tile's dk and dv in registers while it walks the head's query tiles, then add them into dk and
+// dv (zeroed first, shared by the group's heads) atomically, as every tile does into dq.
 template <int D>
 __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, const float* k, const float* v,
                                                                 const float* mask, const float* lse, const float* delta,
@@ -223,23 +226,26 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
   bf16* dscores = probs + S::kSquareHalf;
   float* scores = reinterpret_cast<float*>(dscores + S::kSquareHalf);
   float* dprobs = scores + S::kSquare;
-  float* dk_acc = dprobs + S::kSquare;
-  float* dv_acc = dk_acc + S::kGrad;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* dq_rows = dv_acc + S::kGrad + warp * S::kWarpGrad;
-  float* row_lse = dv_acc + S::kGrad + kWarps * S::kWarpGrad;
+  float* row_lse = dprobs + S::kSquare;
   float* row_delta = row_lse + kRows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* dq_rows = scores + warp * 16 * lds;  // the warp's own score rows, once spent
 
   const i64 kv_item = blockIdx.y, k0 = static_cast<i64>(blockIdx.x) * kRows;
   load_tile<D>(k + (kv_item * g.kv_len + k0) * D, g.kv_len - k0, ks);
   load_tile<D>(v + (kv_item * g.kv_len + k0) * D, g.kv_len - k0, vs);
-  for (int idx = threadIdx.x; idx < kRows * ldg; idx += kBlock) dk_acc[idx] = dv_acc[idx] = 0.0f;
+  FragC acc_k[D / 16], acc_v[D / 16];  // the warp's keys [16w, 16w + 16)
+#pragma unroll
+  for (int j = 0; j < D / 16; ++j) {
+    wmma::fill_fragment(acc_k[j], 0.0f);
+    wmma::fill_fragment(acc_v[j], 0.0f);
+  }
   const i64 shift = g.kv_len - g.q_len;
   // The first query that sees key k0 under causality.
   const i64 first_q = g.causal ? (k0 - shift > 0 ? k0 - shift : 0) : 0;
   const int r = lane / 2, half = lane % 2;
-  for (i64 member = 0; member < g.group; ++member) {
-    const i64 head = kv_item * g.group + member;  // over [batch, kv_heads, group]
+  {
+    const i64 head = kv_item * g.group + blockIdx.z;  // over [batch, kv_heads, group]
     const float* plane = mask_plane(g, mask, head);
     for (i64 q0 = first_q / kRows * kRows; q0 < g.q_len; q0 += kRows) {
       __syncthreads();
@@ -271,10 +277,8 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
       }
       __syncthreads();
       // Warp w: keys [16w, 16w + 16): dv += pᵀ dout, dk += dsᵀ q.
+#pragma unroll
       for (int j = 0; j < D / 16; ++j) {
-        FragC acc_v, acc_k;
-        wmma::load_matrix_sync(acc_v, dv_acc + warp * 16 * ldg + j * 16, ldg, wmma::mem_row_major);
-        wmma::load_matrix_sync(acc_k, dk_acc + warp * 16 * ldg + j * 16, ldg, wmma::mem_row_major);
         for (int kk = 0; kk < kRows / 16; ++kk) {
           FragAT pt, dst;
           FragB fdo, fq;
@@ -282,11 +286,9 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
           wmma::load_matrix_sync(dst, dscores + kk * 16 * ldh + warp * 16, ldh);
           wmma::load_matrix_sync(fdo, dos + kk * 16 * ld + j * 16, ld);
           wmma::load_matrix_sync(fq, qs + kk * 16 * ld + j * 16, ld);
-          wmma::mma_sync(acc_v, pt, fdo, acc_v);
-          wmma::mma_sync(acc_k, dst, fq, acc_k);
+          wmma::mma_sync(acc_v[j], pt, fdo, acc_v[j]);
+          wmma::mma_sync(acc_k[j], dst, fq, acc_k[j]);
         }
-        wmma::store_matrix_sync(dv_acc + warp * 16 * ldg + j * 16, acc_v, ldg, wmma::mem_row_major);
-        wmma::store_matrix_sync(dk_acc + warp * 16 * ldg + j * 16, acc_k, ldg, wmma::mem_row_major);
       }
       // Warp w: query rows [16w, 16w + 16): dq += scale · ds k, added atomically.
       for (int j = 0; j < D / 16; ++j) {
@@ -310,11 +312,19 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
     }
   }
   __syncthreads();
+  float* dk_tile = scores;  // the score tiles are spent
+  float* dv_tile = dprobs;
+#pragma unroll
+  for (int j = 0; j < D / 16; ++j) {
+    wmma::store_matrix_sync(dk_tile + warp * 16 * ldg + j * 16, acc_k[j], ldg, wmma::mem_row_major);
+    wmma::store_matrix_sync(dv_tile + warp * 16 * ldg + j * 16, acc_v[j], ldg, wmma::mem_row_major);
+  }
+  __syncthreads();
   for (int idx = threadIdx.x; idx < kRows * D; idx += kBlock) {
     const int row = idx / D, c = idx % D;
     if (k0 + row >= g.kv_len) continue;
-    dk[(kv_item * g.kv_len + k0 + row) * D + c] = g.scale * dk_acc[row * ldg + c];
-    dv[(kv_item * g.kv_len + k0 + row) * D + c] = dv_acc[row * ldg + c];
+    atomicAdd(dk + (kv_item * g.kv_len + k0 + row) * D + c, g.scale * dk_tile[row * ldg + c]);
+    atomicAdd(dv + (kv_item * g.kv_len + k0 + row) * D + c, dv_tile[row * ldg + c]);
   }
 }
 
@@ -344,7 +354,8 @@ void backward(const float* q, const float* k, const float* v, const float* mask,
   check_cuda(cudaFuncSetAttribute(flash_backward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(bytes)),
              "attention_backward shared memory");
-  const dim3 grid(static_cast<unsigned>((g.kv_len + kRows - 1) / kRows), static_cast<unsigned>(g.batch * g.kv_heads));
+  const dim3 grid(static_cast<unsigned>((g.kv_len + kRows - 1) / kRows), static_cast<unsigned>(g.batch * g.kv_heads),
+                  static_cast<unsigned>(g.group));
   flash_backward_kernel<D><<<grid, kBlock, bytes, stream()>>>(q, k, v, mask, lse, delta, dout, dq, dk, dv, g);
   check_launch("attention_backward");
 }
@@ -371,12 +382,11 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
                         const AttentionGeometry& a) {
   const Geometry g = geometry(a);
   const i64 rows = g.batch * g.kv_heads * g.group * g.q_len;
+  const std::size_t kv_bytes = static_cast<std::size_t>(g.batch * g.kv_heads * g.kv_len * a.head_dim) * sizeof(float);
   check_cuda(cudaMemsetAsync(dq, 0, static_cast<std::size_t>(rows * a.head_dim) * sizeof(float), stream()), "dq");
-  if (g.kv_len == 0 || rows == 0) {
-    check_cuda(cudaMemsetAsync(dk, 0, static_cast<std::size_t>(g.batch * g.kv_heads * g.kv_len * a.head_dim) * 4, stream()), "dk");
-    check_cuda(cudaMemsetAsync(dv, 0, static_cast<std::size_t>(g.batch * g.kv_heads * g.kv_len * a.head_dim) * 4, stream()), "dv");
-    return;
-  }
+  check_cuda(cudaMemsetAsync(dk, 0, kv_bytes, stream()), "dk");
+  check_cuda(cudaMemsetAsync(dv, 0, kv_bytes, stream()), "dv");
+  if (g.kv_len == 0 || rows == 0) return;
   float* delta = static_cast<float*>(allocate(static_cast<std::size_t>(rows) * sizeof(float)));
   attention_delta_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream()>>>(out, dout, delta, rows,
                                                                                      static_cast<int>(a.head_dim));
