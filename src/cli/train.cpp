@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/config_file.h"
 #include "cli/data_args.h"
+#include "core/storage.h"
 #include "io/atomic_file.h"
 #include "lora/adapter.h"
 #include "models/convert.h"
@@ -110,6 +111,10 @@ void TrainCommand::add_to(CLI::App& parent) {
 int TrainCommand::run() {
   if (!config_file.empty()) apply_json_config(*app, config_file);
   check(!model.empty() && !data.empty() && !out.empty(), "train", "--model, --data and --out are required");
+  if (device == "cuda") {
+    const std::string why = Storage::unavailable_reason(Device::cuda);
+    check(why.empty(), "train", "--device cuda: {}", why);
+  }
   prepare_output(out, overwrite || !resume.empty());
   auto loaded = models::load_model(model, {.tokenizer = tokenizer});
   check(loaded.tokenizer != nullptr, "train", "no tokenizer found next to {}; give one with --tokenizer", model);

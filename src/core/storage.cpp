@@ -83,6 +83,15 @@ BlockCache& block_cache() {
 
 void Storage::release_cached_blocks() { block_cache().trim(); }
 
+std::string Storage::unavailable_reason(Device device) {
+  if (device == Device::cpu) return {};
+#if defined(LORACPP_WITH_CUDA)
+  return backend::cuda::available() ? std::string() : std::string(backend::cuda::unavailable_reason());
+#else
+  return "this build has no CUDA backend (nvcc was not found at build time)";
+#endif
+}
+
 std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bool zero_fill) {
   if (device == Device::cuda) {
 #if defined(LORACPP_WITH_CUDA)

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include "core/device.h"
 
@@ -19,6 +20,9 @@ class Storage {
   // Freed host blocks are kept for reuse by later allocations of the same size; this returns them
   // to the system (after a one-off conversion whose blocks no step will ask for again).
   static void release_cached_blocks();
+  // Why memory cannot be allocated on device here (no GPU, or a build without the CUDA backend);
+  // empty when it can.
+  static std::string unavailable_reason(Device device);
   // Copies n bytes between storages on any devices (cpu and cuda, either way), src_offset and
   // dst_offset in bytes; a copy that touches the device returns once the bytes have arrived.
   static void copy(const Storage& src, std::size_t src_offset, Storage& dst, std::size_t dst_offset, std::size_t n);

@@ -140,5 +140,23 @@ TEST_F(TrainCli, BadInputsAreClearErrors) {
   EXPECT_NE(r.output.find("--rank-size"), std::string::npos) << r.output;
 }
 
+// With a GPU, --device cuda trains there and saves the adapter; without one, it is one clear error
+// before anything is written.
+TEST_F(TrainCli, OnCudaTrainsOrSaysWhyNot) {
+  const auto out = dir_ / "gpu";
+  const Result r = lora(common(out.string()) + " --device cuda");
+  if (testing::cuda_available()) {
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_TRUE(std::filesystem::exists(out / "adapter_model.safetensors"));
+    const auto summary = nlohmann::json::parse(last_line(r.output));
+    EXPECT_TRUE(std::isfinite(summary["train_loss"].get<double>()));
+  } else {
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.output.find("[train] --device cuda: " + testing::cuda_unavailable_reason()), std::string::npos)
+        << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out / "adapter_model.safetensors"));
+  }
+}
+
 }  // namespace
 }  // namespace loracpp
