@@ -6,6 +6,7 @@
 #include "models/registry.h"
 #include "ops/tape.h"
 #include "test_util.h"
+#include "train/stories_lora_run.h"
 
 namespace loracpp {
 namespace {
@@ -39,36 +40,9 @@ TEST_F(LlamaOnCuda, GreedyStoryMatchesLlama2cByteForByte) {
   EXPECT_EQ(text + "\n", testing::read_text(testing::shared_path("models/stories260K/greedy_256.txt")));
 }
 
-std::vector<double> loss_curve(Device device, DType base) {
-  auto tuner = FineTuner::load(kModel);
-  tuner.model().store_weights(base);
-  lora::LoraConfig config;
-  config.r = 4;
-  config.lora_alpha = 8;
-  config.all_linear = true;
-  config.target_modules.clear();
-  tuner.add_adapter("default", config, 5);
-  tuner.model().to(device);
-  std::vector<std::string> documents;
-  for (int repeat = 0; repeat < 8; ++repeat)
-    for (const char* s : {"Tom had a red ball. He liked to play with it in the park.",
-                          "Lily saw a big dog. The dog was happy and wagged its tail.",
-                          "The sun was hot. Sam and Mia went to the sea to swim."})
-      documents.emplace_back(s);
-  train::TrainOptions options;
-  options.steps = 10;
-  options.batch_size = 4;
-  options.lr = 5e-3f;
-  options.seed = 3;
-  std::vector<double> losses;
-  tuner.train("default", documents, {}, 32, options, [&](const train::TrainEvent& e) {
-    if (e.kind == train::TrainEvent::Kind::step) losses.push_back(e.loss);
-  });
-  return losses;
-}
-
 TEST_F(LlamaOnCuda, LoraLossCurveMatchesTheCpuInF32) {
-  const auto cpu = loss_curve(Device::cpu, DType::f32), gpu = loss_curve(Device::cuda, DType::f32);
+  const auto cpu = testing::stories_lora_losses(DType::f32, Device::cpu, 10),
+             gpu = testing::stories_lora_losses(DType::f32, Device::cuda, 10);
   ASSERT_EQ(cpu.size(), 10u);
   ASSERT_EQ(gpu.size(), 10u);
   for (std::size_t i = 0; i < cpu.size(); ++i) EXPECT_NEAR(gpu[i], cpu[i], 1e-4 * cpu[i]) << "step " << i + 1;
@@ -76,7 +50,8 @@ TEST_F(LlamaOnCuda, LoraLossCurveMatchesTheCpuInF32) {
 }
 
 TEST_F(LlamaOnCuda, LoraLossCurveOverABf16BaseMatchesTheCpuWithinBf16Tolerance) {
-  const auto cpu = loss_curve(Device::cpu, DType::bf16), gpu = loss_curve(Device::cuda, DType::bf16);
+  const auto cpu = testing::stories_lora_losses(DType::bf16, Device::cpu, 10),
+             gpu = testing::stories_lora_losses(DType::bf16, Device::cuda, 10);
   ASSERT_EQ(cpu.size(), 10u);
   ASSERT_EQ(gpu.size(), 10u);
   for (std::size_t i = 0; i < cpu.size(); ++i) EXPECT_NEAR(gpu[i], cpu[i], 0.01 * cpu[i] + 0.005) << "step " << i + 1;

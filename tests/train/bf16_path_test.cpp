@@ -9,39 +9,14 @@
 #include "ops/ops.h"
 #include "ops/tape.h"
 #include "test_util.h"
+#include "train/stories_lora_run.h"
 
 namespace loracpp {
 namespace {
 
-std::vector<double> loss_curve(bool bf16) {
-  auto tuner = FineTuner::load(testing::shared_path("models/stories260K/stories260K.bin"));
-  if (bf16) tuner.model().store_weights(DType::bf16);
-  lora::LoraConfig config;
-  config.r = 4;
-  config.lora_alpha = 8;
-  config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  tuner.add_adapter("default", config, 5);
-  std::vector<std::string> documents;
-  const char* stories[] = {"Tom had a red ball. He liked to play with it in the park.",
-                           "Lily saw a big dog. The dog was happy and wagged its tail.",
-                           "The sun was hot. Sam and Mia went to the sea to swim.",
-                           "A little cat sat on the mat and looked at the bird."};
-  for (int repeat = 0; repeat < 8; ++repeat)
-    for (const char* s : stories) documents.emplace_back(s);
-  train::TrainOptions options;
-  options.steps = 12;
-  options.batch_size = 4;
-  options.lr = 5e-3f;
-  options.seed = 3;
-  std::vector<double> losses;
-  tuner.train("default", documents, {}, 32, options, [&](const train::TrainEvent& e) {
-    if (e.kind == train::TrainEvent::Kind::step) losses.push_back(e.loss);
-  });
-  return losses;
-}
-
 TEST(Bf16Path, LossCurveMatchesTheF32PathWithinBf16Tolerance) {
-  const auto f32 = loss_curve(false), bf16 = loss_curve(true);
+  const auto f32 = testing::stories_lora_losses(DType::f32, Device::cpu, 12),
+             bf16 = testing::stories_lora_losses(DType::bf16, Device::cpu, 12);
   ASSERT_EQ(f32.size(), 12u);
   ASSERT_EQ(bf16.size(), 12u);
   for (std::size_t i = 0; i < f32.size(); ++i) EXPECT_NEAR(bf16[i], f32[i], 0.01 * f32[i] + 0.005) << "step " << i + 1;

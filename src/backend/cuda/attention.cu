@@ -43,20 +43,25 @@ __device__ void load_tile(const float* src, i64 valid, bf16* dst) {
   }
 }
 
-// out[16 × 64] (f32, row stride ldo) = a[16 × D] · bᵀ where b is [64 × D] row-major: a warp's
-// scores against a tile of keys.
-template <int D>
-__device__ void rows_times_keys(const bf16* a, const bf16* b, float* out, int ldo) {
-  constexpr int ld = D + kPadHalf;
-  for (int j = 0; j < kRows / 16; ++j) {
+// out[16 × N] (f32, row stride ldo) = a[16 × K] (row-major) · b, where b is [K × N] row-major, or
+// with KeyRows the transpose of a [N × K] row-major tile (a warp's scores against a tile of keys).
+template <int K, int N, bool KeyRows>
+__device__ void warp_product(const bf16* a, int lda, const bf16* b, int ldb, float* out, int ldo) {
+  for (int j = 0; j < N / 16; ++j) {
     FragC acc;
     wmma::fill_fragment(acc, 0.0f);
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < K / 16; ++kk) {
       FragA fa;
-      FragBT fb;
-      wmma::load_matrix_sync(fa, a + kk * 16, ld);
-      wmma::load_matrix_sync(fb, b + j * 16 * ld + kk * 16, ld);
-      wmma::mma_sync(acc, fa, fb, acc);
+      wmma::load_matrix_sync(fa, a + kk * 16, lda);
+      if constexpr (KeyRows) {
+        FragBT fb;
+        wmma::load_matrix_sync(fb, b + j * 16 * ldb + kk * 16, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+      } else {
+        FragB fb;
+        wmma::load_matrix_sync(fb, b + kk * 16 * ldb + j * 16, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
     }
     wmma::store_matrix_sync(out + j * 16, acc, ldo, wmma::mem_row_major);
   }
@@ -107,6 +112,7 @@ template <int D>
 __global__ void __launch_bounds__(kBlock) flash_forward_kernel(const float* q, const float* k, const float* v,
                                                                const float* mask, float* out, float* lse, Geometry g) {
   using S = ForwardSmem<D>;
+  constexpr int ld = D + kPadHalf;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* qs = reinterpret_cast<bf16*>(smem);
   bf16* ks = qs + S::kTileHalf;
@@ -136,7 +142,7 @@ __global__ void __launch_bounds__(kBlock) flash_forward_kernel(const float* q, c
     load_tile<D>(kh + k0 * D, g.kv_len - k0, ks);
     load_tile<D>(vh + k0 * D, g.kv_len - k0, vs);
     __syncthreads();
-    rows_times_keys<D>(qs + warp * 16 * (D + kPadHalf), ks, scores, kRows + kPadFloat);
+    warp_product<D, kRows, true>(qs + warp * 16 * ld, ld, ks, ld, scores, kRows + kPadFloat);
     __syncwarp();
     float s[32];
     float tile_max = -INFINITY;
@@ -161,18 +167,7 @@ __global__ void __launch_bounds__(kBlock) flash_forward_kernel(const float* q, c
     m = m_new;
     for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c) acc_out[r * (D + kPadFloat) + c] *= alpha;
     __syncwarp();
-    for (int j = 0; j < D / 16; ++j) {  // pv = probs · v
-      FragC acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int kk = 0; kk < kRows / 16; ++kk) {
-        FragA fa;
-        FragB fb;
-        wmma::load_matrix_sync(fa, probs + kk * 16, kRows + kPadHalf);
-        wmma::load_matrix_sync(fb, vs + kk * 16 * (D + kPadHalf) + j * 16, D + kPadHalf);
-        wmma::mma_sync(acc, fa, fb, acc);
-      }
-      wmma::store_matrix_sync(pv + j * 16, acc, D + kPadFloat, wmma::mem_row_major);
-    }
+    warp_product<kRows, D, false>(probs, kRows + kPadHalf, vs, ld, pv, D + kPadFloat);
     __syncwarp();
     for (int c = half * (D / 2); c < (half + 1) * (D / 2); ++c)
       acc_out[r * (D + kPadFloat) + c] += pv[r * (D + kPadFloat) + c];
@@ -258,8 +253,8 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
       }
       __syncthreads();
       // Warp w: query rows [16w, 16w + 16): raw scores and dout · vᵀ.
-      rows_times_keys<D>(qs + warp * 16 * ld, ks, scores + warp * 16 * lds, lds);
-      rows_times_keys<D>(dos + warp * 16 * ld, vs, dprobs + warp * 16 * lds, lds);
+      warp_product<D, kRows, true>(qs + warp * 16 * ld, ld, ks, ld, scores + warp * 16 * lds, lds);
+      warp_product<D, kRows, true>(dos + warp * 16 * ld, ld, vs, ld, dprobs + warp * 16 * lds, lds);
       __syncwarp();
       {
         const int row = warp * 16 + r;
@@ -291,18 +286,7 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
         }
       }
       // Warp w: query rows [16w, 16w + 16): dq += scale · ds k, added atomically.
-      for (int j = 0; j < D / 16; ++j) {
-        FragC acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int kk = 0; kk < kRows / 16; ++kk) {
-          FragA fds;
-          FragB fk;
-          wmma::load_matrix_sync(fds, dscores + warp * 16 * ldh + kk * 16, ldh);
-          wmma::load_matrix_sync(fk, ks + kk * 16 * ld + j * 16, ld);
-          wmma::mma_sync(acc, fds, fk, acc);
-        }
-        wmma::store_matrix_sync(dq_rows + j * 16, acc, ldg, wmma::mem_row_major);
-      }
+      warp_product<kRows, D, false>(dscores + warp * 16 * ldh, ldh, ks, ld, dq_rows, ldg);
       __syncwarp();
       const i64 i = q0 + warp * 16 + r;
       if (i < g.q_len) {
