@@ -65,30 +65,27 @@ inline double max_abs(const std::vector<double>& values) {
   return m;
 }
 
-// Runs fn and expects an Error whose message starts with prefix.
+// Runs fn and expects an Error whose message starts with (or, with anywhere, contains) text.
 template <class Fn>
-::testing::AssertionResult throws_with_prefix(Fn&& fn, const std::string& prefix) {
+::testing::AssertionResult throws_with_text(Fn&& fn, const std::string& text, bool anywhere) {
   try {
     fn();
   } catch (const Error& e) {
     const std::string message = e.what();
-    if (message.rfind(prefix, 0) == 0) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "message '" << message << "' does not start with '" << prefix << "'";
+    if (anywhere ? message.find(text) != std::string::npos : message.rfind(text, 0) == 0)
+      return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "message '" << message << "' does not "
+                                         << (anywhere ? "contain '" : "start with '") << text << "'";
   }
   return ::testing::AssertionFailure() << "no error thrown";
 }
-
-// Whether fn throws loracpp::Error with a message that contains text.
+template <class Fn>
+::testing::AssertionResult throws_with_prefix(Fn&& fn, const std::string& prefix) {
+  return throws_with_text(std::forward<Fn>(fn), prefix, false);
+}
 template <class Fn>
 ::testing::AssertionResult throws_containing(Fn&& fn, const std::string& text) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    if (message.find(text) != std::string::npos) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "message '" << message << "' does not contain '" << text << "'";
-  }
-  return ::testing::AssertionFailure() << "no error thrown";
+  return throws_with_text(std::forward<Fn>(fn), text, true);
 }
 
 // Whether a CUDA device can run this build's CUDA backend; tests that need one skip with the reason.
