@@ -134,9 +134,7 @@ double peak_rss_mb() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"loracpp inference benchmark"};
   std::string preset = "small", model_path, mode = "forward", device = "cpu";
   int steps = 3, warmup = 1, threads = 2;
@@ -318,4 +316,15 @@ int main(int argc, char** argv) {
              model_path.empty() ? preset : "", model_path, mode, threads, dtype, static_cast<double>(counted) / seconds,
              peak_rss_mb(), extra);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const Error& e) {  // a bad flag value or no GPU: one line, not an abort
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
 }
