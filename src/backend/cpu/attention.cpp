@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
-#include "backend/cpu/gemm_bf16_serial.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/vec_math.h"
 #include "core/dtype.h"
 
@@ -62,12 +62,10 @@ class TileProducts {
 
   void operator()(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, Operand a, i64 lda, Operand b,
                   i64 ldb, float beta, float* c, i64 ldc) {
-#if defined(LORACPP_HAVE_ONEDNN)
     if (bf16_) {
       gemm_bf16_serial(trans_a, trans_b, m, n, k, alpha, a.bf16, lda, b.bf16, ldb, beta, c, ldc);
       return;
     }
-#endif
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                 static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a.f32,
                 static_cast<blasint>(lda), b.f32, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
@@ -87,15 +85,11 @@ class TileProducts {
   std::vector<std::uint16_t> rounded_;
 };
 
-// Whether this call multiplies in bf16: asked for, possible in this build, and with enough query
-// rows to repay rounding all of k and v (a generated token's step multiplies in f32).
+// Whether this call multiplies in bf16: asked for, native on this CPU (widened bf16 would only
+// round the f32 operands it has), and with enough query rows to repay rounding all of k and v (a
+// generated token's step multiplies in f32).
 bool bf16_products(const AttentionGeometry& g) {
-#if defined(LORACPP_HAVE_ONEDNN)
-  return g.bf16_products && g.q_len >= kTile;
-#else
-  (void)g;
-  return false;
-#endif
+  return g.bf16_products && g.q_len >= kTile && bf16_products_native();
 }
 
 // A bf16 copy of n values when the call multiplies in bf16 (every element written, so left

@@ -1,6 +1,8 @@
 // bf16 x bf16 -> f32 products for frozen bf16 weights. With oneDNN (Debian's libdnnl) they run on
 // AVX512-BF16 where the CPU has it, about twice the f32 GEMM rate; a matmul primitive is built
-// once per shape and kept. Without oneDNN the operands are widened and multiplied in f32.
+// once per shape and kept. Where oneDNN has no bf16 product for this CPU (one without AVX-512, say)
+// or the build has no oneDNN, the operands are widened and multiplied in f32 through OpenBLAS: the
+// same values, since a product of two bf16 values is exact in f32.
 #include <cblas.h>
 
 #include <map>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "core/dtype.h"
 
 #if defined(LORACPP_HAVE_ONEDNN)
@@ -60,42 +63,78 @@ struct SerialOneDnn {
 };
 #endif
 
+// a [rows, cols] (leading dimension ld) widened to f32, dense, into `out`.
+void widen(const std::uint16_t* x, i64 rows, i64 cols, i64 ld, std::vector<float>& out) {
+  out.resize(static_cast<std::size_t>(rows * cols));
+  for (i64 r = 0; r < rows; ++r) convert(x + r * ld, DType::bf16, out.data() + r * cols, DType::f32, cols);
+}
+
+// c = alpha op(a) op(b) + beta c from bf16 operands, widened to f32 first. Each thread keeps its
+// own buffers, so a call from inside an OpenMP team (OpenBLAS then runs on the calling thread) or
+// from outside one reuses them.
+void widened_product(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  thread_local std::vector<float> af, bf;
+  widen(a, trans_a ? k : m, trans_a ? m : k, lda, af);
+  widen(b, trans_b ? n : k, trans_b ? k : n, ldb, bf);
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, af.data(),
+              static_cast<blasint>(trans_a ? m : k), bf.data(), static_cast<blasint>(trans_b ? k : n), beta, c,
+              static_cast<blasint>(ldc));
+}
+
 }  // namespace
+
+bool bf16_products_native() {
+#if defined(LORACPP_HAVE_ONEDNN)
+  // oneDNN declines to build a bf16 matmul for a CPU it cannot run one on; ask once.
+  static const bool native = [] {
+    try {
+      using dt = dnnl::memory::data_type;
+      const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+      const dnnl::memory::desc a({64, 64}, dt::bf16, dnnl::memory::format_tag::ab);
+      const dnnl::memory::desc c({64, 64}, dt::f32, dnnl::memory::format_tag::ab);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), engine);
+      (void)pd;
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return native;
+#else
+  return false;
+#endif
+}
 
 void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b, i64 ldb,
                float* c, i64 ldc) {
   count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
 #if defined(LORACPP_HAVE_ONEDNN)
-  auto& dnn = onednn();
-  std::lock_guard lock(dnn.mutex);
-  auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc);
-  using dt = dnnl::memory::data_type;
-  const dnnl::memory a_mem({{m, k}, dt::bf16, dnnl::memory::dims{lda, 1}}, dnn.engine, const_cast<std::uint16_t*>(a));
-  const dnnl::memory b_mem({{k, n}, dt::bf16, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1}},
-                           dnn.engine, const_cast<std::uint16_t*>(b));
-  const dnnl::memory c_mem({{m, n}, dt::f32, dnnl::memory::dims{ldc, 1}}, dnn.engine, c);
-  matmul.execute(dnn.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
-  dnn.stream.wait();
-#else
-  auto widen = [](const std::uint16_t* x, i64 rows, i64 cols, i64 ld) {
-    std::vector<float> out(static_cast<std::size_t>(rows * cols));
-    for (i64 r = 0; r < rows; ++r)
-      for (i64 col = 0; col < cols; ++col) out[static_cast<std::size_t>(r * cols + col)] = bf16_to_float(x[r * ld + col]);
-    return out;
-  };
-  const auto af = widen(a, m, k, lda);
-  const auto bf = trans_b ? widen(b, n, k, ldb) : widen(b, k, n, ldb);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, af.data(), static_cast<blasint>(k), bf.data(),
-              static_cast<blasint>(trans_b ? k : n), 0.0f, c, static_cast<blasint>(ldc));
+  if (bf16_products_native()) {
+    auto& dnn = onednn();
+    std::lock_guard lock(dnn.mutex);
+    auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc);
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory a_mem({{m, k}, dt::bf16, dnnl::memory::dims{lda, 1}}, dnn.engine,
+                             const_cast<std::uint16_t*>(a));
+    const dnnl::memory b_mem({{k, n}, dt::bf16, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1}},
+                             dnn.engine, const_cast<std::uint16_t*>(b));
+    const dnnl::memory c_mem({{m, n}, dt::f32, dnnl::memory::dims{ldc, 1}}, dnn.engine, c);
+    matmul.execute(dnn.stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    dnn.stream.wait();
+    return;
+  }
 #endif
+  widened_product(false, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
 }
 
-#if defined(LORACPP_HAVE_ONEDNN)
 void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a,
                       i64 lda, const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   if (m == 0 || n == 0) return;
+  if (!bf16_products_native()) return widened_product(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#if defined(LORACPP_HAVE_ONEDNN)
   thread_local SerialOneDnn dnn;
   const SerialOneDnn::Key key{trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta};
   auto it = dnn.products.find(key);
@@ -124,7 +163,7 @@ void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alp
   product.matmul.execute(dnn.stream,
                          {{DNNL_ARG_SRC, product.a}, {DNNL_ARG_WEIGHTS, product.b}, {DNNL_ARG_DST, product.c}});
   dnn.stream.wait();
-}
 #endif
+}
 
 }  // namespace loracpp::backend::cpu
