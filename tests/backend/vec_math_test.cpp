@@ -41,6 +41,41 @@ TEST(FastExp, ArrayFormAgreesWithTheScalarFormAndSums) {
   EXPECT_NEAR(sum, want_sum, 1e-5 * want_sum);
 }
 
+TEST(FastExp, ArrayFormUnderflowsAndOverflowsInEveryLane) {
+  // Extremes at every position of two vectors' worth (AVX-512 or AVX2), each also in the scalar tail.
+  std::vector<float> x(37), out(37);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const float extremes[] = {-std::numeric_limits<float>::infinity(), -100.0f, 0.0f, 100.0f, 1.0f};
+    x[i] = extremes[i % 5];
+  }
+  exp_shifted(x.data(), 0.0f, 1.0f, out.data(), static_cast<std::int64_t>(x.size()));
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (i % 5 < 2) {
+      EXPECT_EQ(out[i], 0.0f) << i;
+    } else if (i % 5 == 2) {
+      EXPECT_EQ(out[i], 1.0f) << i;
+    } else if (i % 5 == 3) {
+      EXPECT_TRUE(std::isinf(out[i])) << i;
+    } else {
+      EXPECT_NEAR(out[i], std::exp(1.0f), 4e-7f) << i;
+    }
+  }
+}
+
+TEST(SigmoidArray, AgreesWithTheLogisticFunctionAtEveryLength) {
+  std::vector<float> x(41);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = -30.0f + 1.5f * static_cast<float>(i);
+  for (std::int64_t n = 0; n <= static_cast<std::int64_t>(x.size()); ++n) {
+    std::vector<float> s(static_cast<std::size_t>(n) + 1, -1.0f);
+    sigmoid_array(x.data(), s.data(), n);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float v = x[static_cast<std::size_t>(i)];
+      EXPECT_NEAR(s[static_cast<std::size_t>(i)], 1.0f / (1.0f + std::exp(-v)), 3e-7f) << "n = " << n << ", i = " << i;
+    }
+    EXPECT_EQ(s.back(), -1.0f) << "wrote past n = " << n;
+  }
+}
+
 TEST(MaxOf, AgreesWithStdMaxAtEveryLengthAndPassesOverNaN) {
   std::vector<float> x(70);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.7f * static_cast<float>(i)) * 10.0f - 3.0f;

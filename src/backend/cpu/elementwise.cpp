@@ -105,7 +105,7 @@ void unary_backward(UnaryOp op, const float* x, const float* dy, float* dx, i64 
   }
 }
 
-// SwiGLU runs in blocks whose sigmoids are computed sixteen at a time (vec_math.h). GCC 12 cannot
+// SwiGLU runs in blocks whose sigmoids are computed a vector at a time (vec_math.h). GCC 12 cannot
 // see that sigmoid_array fills the block it reads.
 constexpr i64 kSigmoidBlock = 1024;
 #pragma GCC diagnostic push

@@ -3,11 +3,8 @@
 #include <algorithm>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 
 namespace loracpp::backend::cpu {
 
@@ -73,22 +70,20 @@ void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a,
             trans_b ? b[j * ldb + p] : b[p * ldb + j];
   // The `cols` (at most kRankBlock) columns of one row's block: beta c + sum over p of scale[p] b[p].
   auto row_block = [&](const float* scale, float* cb, const float* bp, i64 cols) {
-#if defined(__AVX512F__)
-    static_assert(kRankBlock == 64);
-    __mmask16 lanes[4];
-    for (int q = 0; q < 4; ++q) {
-      const i64 left = std::clamp<i64>(cols - 16 * q, 0, 16);
-      lanes[q] = static_cast<__mmask16>((1u << left) - 1u);
-    }
-    __m512 acc[4];
-    for (int q = 0; q < 4; ++q)
-      acc[q] = beta == 0.0f ? _mm512_setzero_ps()
-                            : _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(lanes[q], cb + 16 * q));
+#if defined(LORACPP_VECTOR_FLOATS)
+    constexpr int kVectors = kRankBlock / Floats::kLanes;
+    static_assert(kRankBlock % Floats::kLanes == 0);
+    i64 lanes[kVectors];
+    for (int q = 0; q < kVectors; ++q) lanes[q] = std::clamp<i64>(cols - Floats::kLanes * q, 0, Floats::kLanes);
+    Floats acc[kVectors];
+    for (int q = 0; q < kVectors; ++q)
+      acc[q] = beta == 0.0f ? Floats::all(0.0f)
+                            : Floats::all(beta) * Floats::load_first(cb + Floats::kLanes * q, lanes[q]);
     for (i64 p = 0; p < k; ++p, bp += kRankBlock) {
-      const __m512 sp = _mm512_set1_ps(scale[p]);
-      for (int q = 0; q < 4; ++q) acc[q] = _mm512_fmadd_ps(sp, _mm512_loadu_ps(bp + 16 * q), acc[q]);
+      const Floats sp = Floats::all(scale[p]);
+      for (int q = 0; q < kVectors; ++q) acc[q] = Floats::fma(sp, Floats::load(bp + Floats::kLanes * q), acc[q]);
     }
-    for (int q = 0; q < 4; ++q) _mm512_mask_storeu_ps(cb + 16 * q, lanes[q], acc[q]);
+    for (int q = 0; q < kVectors; ++q) acc[q].store_first(cb + Floats::kLanes * q, lanes[q]);
 #else
     for (i64 j = 0; j < cols; ++j) {
       float sum = beta == 0.0f ? 0.0f : beta * cb[j];

@@ -1,18 +1,22 @@
 #pragma once
 // exp over arrays, for softmax and cross-entropy: the polynomial of Cephes' expf on
 // [-ln2/2, ln2/2] scaled by 2^n through the exponent bits; within 2 ulp of std::exp over the
-// normal range, 0 below it (so exp(-inf) = 0, as masked scores need), inf above. With AVX-512
-// sixteen at a time (GCC 12 does not vectorise the scalar form), else one at a time.
+// normal range, 0 below it (so exp(-inf) = 0, as masked scores need), inf above. GCC 12 does not
+// vectorise the scalar form, so the array functions run it on the widest vectors the build targets
+// (sixteen floats with AVX-512, eight with AVX2), through the few operations of `Floats` below,
+// and one at a time over the tail.
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#define LORACPP_VECTOR_FLOATS 1
 #endif
 
-// GCC 12 reports its own AVX-512 headers' undefined-vector idiom as maybe-uninitialised.
+// GCC 12 reports its own AVX-512 headers' undefined-vector idiom as (maybe) uninitialised.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace loracpp::backend::cpu {
 
@@ -33,25 +37,108 @@ inline float fast_exp(float x) {
   return x < -87.0f ? 0.0f : (x > 88.0f ? __builtin_inff() : e * pow2);
 }
 
+#if defined(LORACPP_VECTOR_FLOATS)
+// One vector of floats and what the kernels do with it. max(a, b) returns b where either is a NaN
+// (both instruction sets' rule), which max_of relies on.
+struct Floats {
 #if defined(__AVX512F__)
-inline __m512 fast_exp16(__m512 x) {
-  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), clamped);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  __m512 y = _mm512_mul_ps(e, _mm512_castsi512_ps(bits));
-  y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ), y, _mm512_setzero_ps());
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_GT_OQ), y,
-                              _mm512_set1_ps(__builtin_inff()));
+  using Raw = __m512;
+  static constexpr int kLanes = 16;
+#else
+  using Raw = __m256;
+  static constexpr int kLanes = 8;
+#endif
+  Raw v;
+
+#if defined(__AVX512F__)
+  static Floats all(float x) { return {_mm512_set1_ps(x)}; }
+  static Floats load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  // The first `count` (0..kLanes) lanes from p, zeros after them; nothing beyond them is read.
+  static Floats load_first(const float* p, std::int64_t count) { return {_mm512_maskz_loadu_ps(first(count), p)}; }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  void store_first(float* p, std::int64_t count) const { _mm512_mask_storeu_ps(p, first(count), v); }
+  friend Floats operator+(Floats a, Floats b) { return {_mm512_add_ps(a.v, b.v)}; }
+  friend Floats operator-(Floats a, Floats b) { return {_mm512_sub_ps(a.v, b.v)}; }
+  friend Floats operator*(Floats a, Floats b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  friend Floats operator/(Floats a, Floats b) { return {_mm512_div_ps(a.v, b.v)}; }
+  static Floats fma(Floats a, Floats b, Floats c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }   // a b + c
+  static Floats fnma(Floats a, Floats b, Floats c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }  // c - a b
+  static Floats min(Floats a, Floats b) { return {_mm512_min_ps(a.v, b.v)}; }
+  static Floats max(Floats a, Floats b) { return {_mm512_max_ps(a.v, b.v)}; }
+  Floats round() const { return {_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
+  // 2^n for whole numbers n in [-126, 127], built in the exponent bits.
+  Floats pow2() const {
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(127)), 23))};
+  }
+  // `then` in the lanes where x is below `limit` (above it, for if_above), else `otherwise`.
+  static Floats if_below(Floats x, float limit, Floats then, Floats otherwise) {
+    return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, _mm512_set1_ps(limit), _CMP_LT_OQ), otherwise.v, then.v)};
+  }
+  static Floats if_above(Floats x, float limit, Floats then, Floats otherwise) {
+    return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, _mm512_set1_ps(limit), _CMP_GT_OQ), otherwise.v, then.v)};
+  }
+  float sum() const { return _mm512_reduce_add_ps(v); }
+  float largest() const { return _mm512_reduce_max_ps(v); }
+
+ private:
+  static __mmask16 first(std::int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
+#else
+  static Floats all(float x) { return {_mm256_set1_ps(x)}; }
+  static Floats load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static Floats load_first(const float* p, std::int64_t count) { return {_mm256_maskload_ps(p, first(count))}; }
+  void store(float* p) const { _mm256_storeu_ps(p, v); }
+  void store_first(float* p, std::int64_t count) const { _mm256_maskstore_ps(p, first(count), v); }
+  friend Floats operator+(Floats a, Floats b) { return {_mm256_add_ps(a.v, b.v)}; }
+  friend Floats operator-(Floats a, Floats b) { return {_mm256_sub_ps(a.v, b.v)}; }
+  friend Floats operator*(Floats a, Floats b) { return {_mm256_mul_ps(a.v, b.v)}; }
+  friend Floats operator/(Floats a, Floats b) { return {_mm256_div_ps(a.v, b.v)}; }
+  static Floats fma(Floats a, Floats b, Floats c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  static Floats fnma(Floats a, Floats b, Floats c) { return {_mm256_fnmadd_ps(a.v, b.v, c.v)}; }
+  static Floats min(Floats a, Floats b) { return {_mm256_min_ps(a.v, b.v)}; }
+  static Floats max(Floats a, Floats b) { return {_mm256_max_ps(a.v, b.v)}; }
+  Floats round() const { return {_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
+  Floats pow2() const {
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127)), 23))};
+  }
+  static Floats if_below(Floats x, float limit, Floats then, Floats otherwise) {
+    return {_mm256_blendv_ps(otherwise.v, then.v, _mm256_cmp_ps(x.v, _mm256_set1_ps(limit), _CMP_LT_OQ))};
+  }
+  static Floats if_above(Floats x, float limit, Floats then, Floats otherwise) {
+    return {_mm256_blendv_ps(otherwise.v, then.v, _mm256_cmp_ps(x.v, _mm256_set1_ps(limit), _CMP_GT_OQ))};
+  }
+  float sum() const {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+  }
+  float largest() const {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
+  }
+
+ private:
+  static __m256i first(std::int64_t count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+#endif
+};
+
+// fast_exp on a vector of floats.
+inline Floats fast_exp(Floats x) {
+  const Floats clamped = Floats::min(Floats::max(x, Floats::all(-87.0f)), Floats::all(88.0f));
+  const Floats n = (clamped * Floats::all(1.44269504088896341f)).round();
+  Floats r = Floats::fnma(n, Floats::all(0.693359375f), clamped);
+  r = Floats::fnma(n, Floats::all(-2.12194440e-4f), r);
+  Floats p = Floats::all(1.9875691500e-4f);
+  p = Floats::fma(p, r, Floats::all(1.3981999507e-3f));
+  p = Floats::fma(p, r, Floats::all(8.3334519073e-3f));
+  p = Floats::fma(p, r, Floats::all(4.1665795894e-2f));
+  p = Floats::fma(p, r, Floats::all(1.6666665459e-1f));
+  p = Floats::fma(p, r, Floats::all(5.0000001201e-1f));
+  const Floats e = Floats::fma(p * r, r, r) + Floats::all(1.0f);
+  const Floats y = Floats::if_below(x, -87.0f, Floats::all(0.0f), e * n.pow2());
+  return Floats::if_above(x, 88.0f, Floats::all(__builtin_inff()), y);
 }
 #endif
 
@@ -60,10 +147,10 @@ inline __m512 fast_exp16(__m512 x) {
 inline float max_of(const float* x, std::int64_t n) {
   std::int64_t i = 0;
   float max = -__builtin_inff();
-#if defined(__AVX512F__)
-  __m512 acc = _mm512_set1_ps(max);
-  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(_mm512_loadu_ps(x + i), acc);  // a NaN lane keeps acc
-  max = _mm512_reduce_max_ps(acc);
+#if defined(LORACPP_VECTOR_FLOATS)
+  Floats acc = Floats::all(max);
+  for (; i + Floats::kLanes <= n; i += Floats::kLanes) acc = Floats::max(Floats::load(x + i), acc);  // a NaN lane keeps acc
+  max = acc.largest();
 #endif
   for (; i < n; ++i) max = x[i] > max ? x[i] : max;
   return max;
@@ -73,15 +160,15 @@ inline float max_of(const float* x, std::int64_t n) {
 inline float exp_shifted(const float* x, float shift, float scale, float* out, std::int64_t n) {
   std::int64_t i = 0;
   float sum = 0;
-#if defined(__AVX512F__)
-  __m512 acc = _mm512_setzero_ps();
-  const __m512 s = _mm512_set1_ps(shift), k = _mm512_set1_ps(scale);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 y = _mm512_mul_ps(fast_exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), s)), k);
-    if (out) _mm512_storeu_ps(out + i, y);
-    acc = _mm512_add_ps(acc, y);
+#if defined(LORACPP_VECTOR_FLOATS)
+  Floats acc = Floats::all(0.0f);
+  const Floats s = Floats::all(shift), k = Floats::all(scale);
+  for (; i + Floats::kLanes <= n; i += Floats::kLanes) {
+    const Floats y = fast_exp(Floats::load(x + i) - s) * k;
+    if (out) y.store(out + i);
+    acc = acc + y;
   }
-  sum = _mm512_reduce_add_ps(acc);
+  sum = acc.sum();
 #endif
   for (; i < n; ++i) {
     const float y = fast_exp(x[i] - shift) * scale;
@@ -94,12 +181,10 @@ inline float exp_shifted(const float* x, float shift, float scale, float* out, s
 // s[i] = 1 / (1 + exp(-x[i])), through the same exp.
 inline void sigmoid_array(const float* x, float* s, std::int64_t n) {
   std::int64_t i = 0;
-#if defined(__AVX512F__)
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 e = fast_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(x + i)));
-    _mm512_storeu_ps(s + i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
-  }
+#if defined(LORACPP_VECTOR_FLOATS)
+  const Floats one = Floats::all(1.0f);
+  for (; i + Floats::kLanes <= n; i += Floats::kLanes)
+    (one / (one + fast_exp(Floats::all(0.0f) - Floats::load(x + i)))).store(s + i);
 #endif
   for (; i < n; ++i) s[i] = 1.0f / (1.0f + fast_exp(-x[i]));
 }
