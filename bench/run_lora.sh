@@ -11,6 +11,9 @@
 # moment, then sleep), odd rounds with OMP_WAIT_POLICY=PASSIVE; with the fastest round kept, each
 # engine is credited with the better policy for it. (The peer's f32 run, whose OpenBLAS keeps
 # threads of its own, is far faster with PASSIVE; its bf16 run and ours, a little with the default.)
+# Where the CPU has no native bf16 products (no AVX512-BF16 or AMX), PyTorch's bf16 runs take
+# minutes a step (tiny: ~30x slower than its f32) and are left out unless PEER_BF16=1; the table
+# says so, and the peer's f32 run is then the comparison for both of our paths.
 # SMOKE=1 runs a tiny shape for one step in both dtypes, ours only, and checks the output (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +23,9 @@ presets=${*:-tiny small smollm}
 peer=../shared/peers/torch_lora_bench.py
 ours=${BENCH_LLAMA:-build/bench/bench_llama}
 rounds=${ROUNDS:-2}
+native_bf16=0
+grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo && native_bf16=1
+peer_bf16=${PEER_BF16:-$native_bf16}
 unset OMP_WAIT_POLICY GOMP_SPINCOUNT
 with_policy() {  # with_policy ROUND COMMAND...
   local round=$1
@@ -29,7 +35,7 @@ with_policy() {  # with_policy ROUND COMMAND...
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 # Of two JSON results, the one with more tokens/s (the first when the second is empty).
 faster() { python3 -c "import json,sys; a,b=sys.argv[1],sys.argv[2]; print(b if b and json.loads(b)['tokens_per_s']>json.loads(a)['tokens_per_s'] else a)" "$1" "$2"; }
-ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+ratio() { if [[ "$2" == "not run" ]]; then echo "—"; else python3 -c "print(f'{$1/$2:.2f}x')"; fi; }
 share() { python3 -c "print(f'{100*$1/$2:.0f}%')"; }
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
@@ -65,18 +71,23 @@ for preset in $presets; do
       a=$(faster "$(with_policy $round $ours --preset "$preset" --mode lora --rank "$rank" --targets "$targets" --steps "$steps" --threads "$threads")" "$a")
       a16=$(faster "$(with_policy $round $ours --preset "$preset" --mode lora --rank "$rank" --targets "$targets" --steps "$steps" --threads "$threads" --dtype bf16)" "$a16")
       b=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads")" "$b")
-      b16=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads" --dtype bfloat16)" "$b16")
+      if ((peer_bf16)); then
+        b16=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads" --dtype bfloat16)" "$b16")
+      fi
     done
     ta=$(echo "$a" | field tokens_per_s); ta16=$(echo "$a16" | field tokens_per_s)
-    tb=$(echo "$b" | field tokens_per_s); tb16=$(echo "$b16" | field tokens_per_s)
     ra=$(echo "$a" | field peak_rss_mb); ra16=$(echo "$a16" | field peak_rss_mb)
-    rb=$(echo "$b" | field peak_rss_mb); rb16=$(echo "$b16" | field peak_rss_mb)
+    tb=$(echo "$b" | field tokens_per_s); rb=$(echo "$b" | field peak_rss_mb)
+    tb16="not run" rb16="not run"
+    if [[ -n "$b16" ]]; then tb16=$(echo "$b16" | field tokens_per_s); rb16=$(echo "$b16" | field peak_rss_mb); fi
     rows+=("| $preset | r=$rank $targets | $ta | $ta16 | $tb | $tb16 | $(ratio "$ta" "$tb") | $(ratio "$ta16" "$tb16") | $ra / $ra16 | $rb / $rb16 | $(ratio "$ra" "$rb") / $(ratio "$ra16" "$rb16") |@$(echo "$a" | field gflops)@$(echo "$a16" | field gflops)")
   done
 done
 read_ceilings
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $threads threads;" \
-     "GEMM ceilings at 2048³ (best reading): f32 ${f32c} GFLOP/s (OpenBLAS), bf16 ${bf16c} GFLOP/s (oneDNN)"
+     "GEMM ceilings at 2048³ (best reading): f32 ${f32c} GFLOP/s (OpenBLAS), bf16 ${bf16c} GFLOP/s" \
+     "$( ((native_bf16)) && echo "(oneDNN)" || echo "(no native bf16 here: widened to f32 for OpenBLAS)")"
+((peer_bf16)) || echo "The peer's bf16 runs were not run: this CPU has no native bf16 products (PEER_BF16=1 runs them)."
 echo
 echo "| preset | adapter | ours f32 tok/s | ours bf16 tok/s | peer f32 tok/s | peer bf16 tok/s | f32 vs peer f32 | bf16 vs peer bf16 | ours f32 / bf16 RSS MB | peer f32 / bf16 RSS MB | RSS ratio f32 / bf16 | ceiling share f32 / bf16 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -93,9 +104,13 @@ for dtype in f32 bf16; do
   a="" b=""
   for ((round = 0; round < rounds; ++round)); do
     a=$(faster "$(with_policy $round $ours --preset small --mode forward --steps 2 --threads "$threads" --dtype $dtype)" "$a")
-    b=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset small --mode infer --steps 2 --threads "$threads" --dtype $pd)" "$b")
+    if [[ $dtype == f32 ]] || ((peer_bf16)); then
+      b=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset small --mode infer --steps 2 --threads "$threads" --dtype $pd)" "$b")
+    fi
   done
-  echo "| forward [2, 512], $dtype | $(echo "$a" | field tokens_per_s) | $(echo "$b" | field tokens_per_s) | $(ratio "$(echo "$a" | field tokens_per_s)" "$(echo "$b" | field tokens_per_s)") |"
+  tb="not run"
+  [[ -n "$b" ]] && tb=$(echo "$b" | field tokens_per_s)
+  echo "| forward [2, 512], $dtype | $(echo "$a" | field tokens_per_s) | $tb | $(ratio "$(echo "$a" | field tokens_per_s)" "$tb") |"
 done
 # The unmerged adapter's cost comes from one process per round that generates with the adapter on
 # the side and merged, in alternating blocks (see bench_llama); the cost is the mean over rounds.
