@@ -1,10 +1,13 @@
 // The CPU gemm kernel against a double-precision loop, on each of its paths: the plain loop for
 // tiny products, the rank-k row update for inner dimensions up to 32 (whole and partial column
-// blocks, b as it lies or transposed, each beta) and BLAS beyond.
+// blocks, b as it lies or transposed, each beta) and BLAS beyond; and the bf16 kernel, exact
+// products of bf16 values summed in f32, on its paths where the CPU has no native bf16 products
+// (b read in place for a few rows, widened a panel at a time beyond).
 #include <cmath>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "core/dtype.h"
 #include "test_util.h"
 
 namespace loracpp::backend::cpu {
@@ -60,6 +63,41 @@ TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
   expect_matches_reference({false, false, 1, 768, 16, 2.0f, 1.0f});
   expect_matches_reference({true, true, 70, 90, 40, 1.0f, 1.0f});    // transposed a: BLAS even for small k
   expect_matches_reference({false, true, 120, 150, 48, 0.5f, 0.0f});  // k past the rank-update limit
+}
+
+// gemm_bf16 against a double-precision loop over the same bf16 values, a and b with padded rows.
+void expect_bf16_matches_reference(bool trans_b, i64 m, i64 n, i64 k) {
+  const i64 lda = k + 3, ldb = (trans_b ? k : n) + 2, ldc = n + 5;
+  auto rounded = [](const std::vector<float>& x) {
+    std::vector<std::uint16_t> out(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) out[i] = float_to_bf16(x[i]);
+    return out;
+  };
+  const auto a = rounded(values(m * lda, 0.2f)), b = rounded(values((trans_b ? n : k) * ldb, 0.9f));
+  auto got = values(m * ldc, 1.1f);
+  const auto before = got;
+  gemm_bf16(trans_b, m, n, k, a.data(), lda, b.data(), ldb, got.data(), ldc);
+  double worst = 0;
+  for (i64 i = 0; i < m; ++i) {
+    for (i64 j = 0; j < n; ++j) {
+      double sum = 0;
+      for (i64 p = 0; p < k; ++p)
+        sum += static_cast<double>(bf16_to_float(a[i * lda + p])) *
+               static_cast<double>(bf16_to_float(trans_b ? b[j * ldb + p] : b[p * ldb + j]));
+      worst = std::max(worst, std::abs(static_cast<double>(got[i * ldc + j]) - sum));
+    }
+    for (i64 j = n; j < ldc; ++j) ASSERT_EQ(got[i * ldc + j], before[i * ldc + j]) << "wrote past n in row " << i;
+  }
+  EXPECT_LT(worst, 1e-4 * static_cast<double>(k)) << "m " << m << " n " << n << " k " << k << " trans_b " << trans_b;
+}
+
+TEST(CpuGemmBf16, ProductsMatchTheReferenceForFewRowsAndForManyPanels) {
+  for (const bool trans_b : {true, false}) {
+    expect_bf16_matches_reference(trans_b, 1, 700, 300);  // a generated token: b read in place
+    expect_bf16_matches_reference(trans_b, 8, 130, 64);
+    expect_bf16_matches_reference(trans_b, 9, 50, 40);  // just past it: widened
+    expect_bf16_matches_reference(trans_b, 40, 3000, 1024);  // 2 MB panels of 512 columns: six, the last partial
+  }
 }
 
 }  // namespace
