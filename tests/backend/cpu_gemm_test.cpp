@@ -1,5 +1,5 @@
 // The CPU gemm kernel against a double-precision loop, on each of its paths: the plain loop for
-// tiny products, the rank-k row update for inner dimensions up to 32 (whole and partial column
+// tiny products, BLAS's matrix-vector product for one row, the rank-k row update for inner dimensions up to 32 (whole and partial column
 // blocks, b as it lies or transposed, each beta) and BLAS beyond; and the bf16 kernel, exact
 // products of bf16 values summed in f32, on its paths where the CPU has no native bf16 products
 // (b read in place for a few rows, widened a panel at a time beyond).
@@ -63,6 +63,8 @@ TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
   expect_matches_reference({false, false, 1, 768, 16, 2.0f, 1.0f});
   expect_matches_reference({true, true, 70, 90, 40, 1.0f, 1.0f});    // transposed a: BLAS even for small k
   expect_matches_reference({false, true, 120, 150, 48, 0.5f, 0.0f});  // k past the rank-update limit
+  for (const bool trans_a : {false, true})  // one row past the tiny limit: a matrix-vector product
+    for (const bool trans_b : {false, true}) expect_matches_reference({trans_a, trans_b, 1, 700, 300, 0.5f, 0.5f});
 }
 
 // gemm_bf16 against a double-precision loop over the same bf16 values, a and b with padded rows.
