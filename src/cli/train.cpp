@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "cli/data_args.h"
 #include "core/storage.h"
 #include "io/atomic_file.h"
@@ -161,6 +162,9 @@ int TrainCommand::run() {
   for (const auto& p : params) trainable += p.tensor.numel();
   for (const auto& [name, w] : m.weights()) frozen += w.numel();
   if (!full) fmt::print(stderr, "adapter: {} trainable parameters on a frozen base of {}\n", trainable, frozen);
+  if (!full && base_dtype == "bf16" && device == "cpu" && !backend::cpu::bf16_products_native())
+    fmt::print(stderr, "note: this CPU has no native bf16 products (AVX512-BF16 or AMX): --base-dtype bf16 halves "
+                       "the frozen weights' memory, but they multiply at the f32 rate, widened as they are read\n");
 
   const auto prepared = prepare_data(data_args, data, validation_data, validation_fraction, seed, *loaded.tokenizer,
                                      model, seq_len);

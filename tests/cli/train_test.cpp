@@ -1,5 +1,6 @@
 // `lora train`, `eval`, `merge`, `generate --adapter` and `inspect` on the real stories260K model,
 // with small settings; bad inputs get one clear error and leave existing outputs alone.
+#include "backend/cpu/gemm_bf16.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -156,6 +157,19 @@ TEST_F(TrainCli, OnCudaTrainsOrSaysWhyNot) {
         << r.output;
     EXPECT_FALSE(std::filesystem::exists(out / "adapter_model.safetensors"));
   }
+}
+
+// A bf16 base trains; where the CPU multiplies bf16 only by widening it to f32, a note says that
+// the choice saves memory, not time.
+TEST_F(TrainCli, Bf16BaseTrainsAndSaysWhereItSavesOnlyMemory) {
+  const auto out = dir_ / "bf16";
+  const Result r = lora(common(out.string()) + " --base-dtype bf16");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(out / "adapter_model.safetensors"));
+  const auto summary = nlohmann::json::parse(last_line(r.output));
+  EXPECT_TRUE(std::isfinite(summary["train_loss"].get<double>()));
+  const bool noted = r.output.find("note: this CPU has no native bf16 products") != std::string::npos;
+  EXPECT_EQ(noted, !backend::cpu::bf16_products_native()) << r.output;
 }
 
 }  // namespace
