@@ -142,7 +142,7 @@ void widened_product_by_panels(bool trans_b, i64 m, i64 n, i64 k, const std::uin
     for (i64 i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     return;
   }
-  const i64 height = std::clamp<i64>(kPanelBytes / (4 * std::max<i64>(row_length, 1)), 64, rows);
+  const i64 height = std::min(rows, std::max<i64>(64, kPanelBytes / (4 * std::max<i64>(row_length, 1))));
   for (i64 r0 = 0; r0 < rows; r0 += height) {
     const i64 r = std::min(height, rows - r0);
     widen(b + r0 * ldb, r, row_length, ldb, panel, true);
