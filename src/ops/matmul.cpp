@@ -272,17 +272,26 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   const Tensor x2 = view_as(as_f32(x), {n, in});
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
   auto gemm = LORACPP_KERNEL(x.device(), gemm);
-  // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
-  // A bf16 weight stays bf16 (the bf16 GEMM path); other dtypes compute in f32.
+  // t = x Aᵀ; y = scale t Bᵀ + x Wᵀ (+ bias). A dense f32 weight's product adds into y, which the
+  // adapter's product wrote without reading it: one pass over y saved, and BLAS's zeroing of it. A
+  // bf16 weight stays bf16 (the bf16 GEMM path, y = x Wᵀ first); other dtypes compute in f32.
   const Tensor w = weight.dtype() == DType::bf16 ? weight : as_f32(weight);
-  Tensor y = matmul_raw(x2, transposed(w));
-  add_bias(y, bias);
+  const bool adds_into_y = w.dtype() == DType::f32 && w.is_contiguous();
   Tensor t = empty_f32({n, r}, x.device());
   gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
-  gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
+  Tensor y;
+  if (adds_into_y) {
+    y = empty_f32({n, out}, x.device());
+    gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 0.0f, f32(y), out);
+    gemm(false, true, n, out, in, 1.0f, f32(x2), in, f32(w), in, 1.0f, f32(y), out);
+  } else {
+    y = matmul_raw(x2, transposed(w));
+    gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
+  }
+  add_bias(y, bias);
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
   return record(OpId::lora_linear, result, {x, weight, bias, a, b},
-                [x2, t, af, bf, w, scale, n, in, out, r](const Node& node, const Tensor& grad) {
+                [x2, t, af, bf, w, adds_into_y, scale, n, in, out, r](const Node& node, const Tensor& grad) {
                   const Tensor g = view_as(as_f32(grad), {n, out});
                   auto product = LORACPP_KERNEL(g.device(), gemm);
                   std::vector<Tensor> grads(5);
@@ -291,9 +300,16 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
                     u = empty_f32({n, r}, g.device());
                     product(false, false, n, r, out, 1.0f, f32(g), out, f32(bf), r, 0.0f, f32(u), r);
                   }
-                  if (node.needs_grad(0)) {  // dx = g W + scale u A
-                    Tensor dx = matmul_raw(g, w);
-                    product(false, false, n, in, r, scale, f32(u), r, f32(af), in, 1.0f, f32(dx), in);
+                  if (node.needs_grad(0)) {  // dx = scale u A + g W, as y above
+                    Tensor dx;
+                    if (adds_into_y) {
+                      dx = empty_f32({n, in}, g.device());
+                      product(false, false, n, in, r, scale, f32(u), r, f32(af), in, 0.0f, f32(dx), in);
+                      product(false, false, n, in, out, 1.0f, f32(g), out, f32(w), in, 1.0f, f32(dx), in);
+                    } else {
+                      dx = matmul_raw(g, w);
+                      product(false, false, n, in, r, scale, f32(u), r, f32(af), in, 1.0f, f32(dx), in);
+                    }
                     grads[0] = cast_raw(view_as(dx, node.inputs[0].shape()), node.inputs[0].dtype());
                   }
                   if (node.needs_grad(1)) {  // a trainable base weight (not LoRA's case): gᵀ x
