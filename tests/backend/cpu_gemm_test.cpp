@@ -1,9 +1,12 @@
 // The CPU gemm kernel against a double-precision loop, on each of its paths: the plain loop for
-// tiny products, BLAS's matrix-vector product for one row, the rank-k row update for inner dimensions up to 32 (whole and partial column
-// blocks, b as it lies or transposed, each beta) and BLAS beyond; and the bf16 kernel, exact
+// tiny products, BLAS's matrix-vector product for one row, the rank-k row update for inner
+// dimensions up to 32 (whole and partial column blocks, b as it lies or transposed, each beta)
+// and BLAS beyond; and the bf16 kernel, exact
 // products of bf16 values summed in f32, on its paths where the CPU has no native bf16 products
 // (b read in place for a few rows, widened a panel at a time beyond).
+#include <array>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -65,6 +68,22 @@ TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
   expect_matches_reference({false, true, 120, 150, 48, 0.5f, 0.0f});  // k past the rank-update limit
   for (const bool trans_a : {false, true})  // one row past the tiny limit: a matrix-vector product
     for (const bool trans_b : {false, true}) expect_matches_reference({trans_a, trans_b, 1, 700, 300, 0.5f, 0.5f});
+}
+
+// beta = 0 means c is not read: output buffers come uninitialised from the allocator, and may hold
+// a NaN or an infinity (masked scores) from an earlier tensor. Each path, the one-row product included.
+TEST(CpuGemm, BetaZeroOverwritesNonFiniteValuesOnEveryPath) {
+  for (const auto& [m, n, k] : std::vector<std::array<i64, 3>>{{3, 4, 5}, {1, 700, 300}, {300, 64, 16}, {120, 150, 48}})
+    for (const bool trans_b : {false, true}) {
+      const auto a = values(m * k, 0.3f), b = values(n * k, 0.8f);
+      std::vector<float> c(static_cast<std::size_t>(m * n));
+      for (std::size_t i = 0; i < c.size(); ++i)
+        c[i] = i % 2 ? std::numeric_limits<float>::quiet_NaN() : -std::numeric_limits<float>::infinity();
+      gemm(false, trans_b, m, n, k, 1.0f, a.data(), k, b.data(), trans_b ? k : n, 0.0f, c.data(), n);
+      for (std::size_t i = 0; i < c.size(); ++i)
+        ASSERT_TRUE(std::isfinite(c[i])) << "m " << m << " n " << n << " k " << k << " trans_b " << trans_b
+                                         << " at " << i;
+    }
 }
 
 // gemm_bf16 against a double-precision loop over the same bf16 values, a and b with padded rows.
