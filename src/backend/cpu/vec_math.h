@@ -53,10 +53,7 @@ struct Floats {
 #if defined(__AVX512F__)
   static Floats all(float x) { return {_mm512_set1_ps(x)}; }
   static Floats load(const float* p) { return {_mm512_loadu_ps(p)}; }
-  // The first `count` (0..kLanes) lanes from p, zeros after them; nothing beyond them is read.
-  static Floats load_first(const float* p, std::int64_t count) { return {_mm512_maskz_loadu_ps(first(count), p)}; }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
-  void store_first(float* p, std::int64_t count) const { _mm512_mask_storeu_ps(p, first(count), v); }
   friend Floats operator+(Floats a, Floats b) { return {_mm512_add_ps(a.v, b.v)}; }
   friend Floats operator-(Floats a, Floats b) { return {_mm512_sub_ps(a.v, b.v)}; }
   friend Floats operator*(Floats a, Floats b) { return {_mm512_mul_ps(a.v, b.v)}; }
@@ -79,15 +76,10 @@ struct Floats {
   }
   float sum() const { return _mm512_reduce_add_ps(v); }
   float largest() const { return _mm512_reduce_max_ps(v); }
-
- private:
-  static __mmask16 first(std::int64_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
 #else
   static Floats all(float x) { return {_mm256_set1_ps(x)}; }
   static Floats load(const float* p) { return {_mm256_loadu_ps(p)}; }
-  static Floats load_first(const float* p, std::int64_t count) { return {_mm256_maskload_ps(p, first(count))}; }
   void store(float* p) const { _mm256_storeu_ps(p, v); }
-  void store_first(float* p, std::int64_t count) const { _mm256_maskstore_ps(p, first(count), v); }
   friend Floats operator+(Floats a, Floats b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend Floats operator-(Floats a, Floats b) { return {_mm256_sub_ps(a.v, b.v)}; }
   friend Floats operator*(Floats a, Floats b) { return {_mm256_mul_ps(a.v, b.v)}; }
@@ -115,11 +107,6 @@ struct Floats {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_max_ps(x, _mm_movehl_ps(x, x));
     return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
-  }
-
- private:
-  static __m256i first(std::int64_t count) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
 #endif
 };
