@@ -40,6 +40,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
                 });
 }
 
+std::int64_t default_cross_entropy_chunk(std::int64_t rows, std::int64_t vocab, std::int64_t in) {
+  const std::int64_t most = std::max({std::int64_t{256}, (std::int64_t{8} << 20) / std::max<std::int64_t>(vocab, 1),
+                                      (std::int64_t{256} << 10) / std::max<std::int64_t>(in, 1)});
+  const std::int64_t chunks = std::max<std::int64_t>(1, (rows + most - 1) / most);
+  return std::max<std::int64_t>(1, (rows + chunks - 1) / chunks);
+}
+
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, std::int64_t ignore_index,
                             std::int64_t chunk_rows) {
   trace_op(OpId::linear_cross_entropy);
@@ -68,8 +75,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const Tensor x2 = xf.as_strided({rows, in}, {in, 1}, xf.byte_offset());
   const Tensor w = contiguous_raw(weight.dtype() == DType::bf16 ? weight : as_f32(weight));
   const Tensor wt = w.as_strided({in, vocab}, {1, in}, w.byte_offset());
-  const std::int64_t chunk =
-      chunk_rows > 0 ? chunk_rows : std::max<std::int64_t>(256, (std::int64_t{8} << 20) / std::max<std::int64_t>(vocab, 1));
+  const std::int64_t chunk = chunk_rows > 0 ? chunk_rows : default_cross_entropy_chunk(rows, vocab, in);
   const Device device = x.device();
   Tensor losses = zeros_f32({rows}, device), lse = zeros_f32({rows}, device);
   Tensor dx = grad_x ? empty_f32({rows, in}, device) : Tensor();

@@ -89,6 +89,23 @@ TEST(LinearCrossEntropy, WithoutGradModeItOnlyComputesTheLoss) {
   EXPECT_NEAR(fused.item(), cross_entropy(linear(x, w), targets).item(), 1e-6f);
 }
 
+TEST(LinearCrossEntropy, DefaultChunksSplitTheRowsEvenlyWithinTheLogitsBudget) {
+  struct Case {
+    std::int64_t rows, vocab, in, expected;
+  };
+  for (const auto& [rows, vocab, in, expected] : std::vector<Case>{
+           {1024, 32000, 288, 512},  // x's 256K values set the size (910 rows), split evenly into 2
+           {1024, 49152, 576, 342},  // 455 rows by x, 3 even chunks
+           {1024, 1000, 4096, 1024}, // a small vocabulary: 8M logits hold every row
+           {100, 32000, 288, 100},   // fewer rows than one chunk
+           {1, 5, 3, 1}}) {
+    const std::int64_t chunk = default_cross_entropy_chunk(rows, vocab, in);
+    EXPECT_EQ(chunk, expected) << rows << " rows, vocab " << vocab << ", in " << in;
+    const std::int64_t chunks = (rows + chunk - 1) / chunk;
+    EXPECT_GE(rows - (chunks - 1) * chunk, chunk - chunks) << "the last chunk is nearly as long as the others";
+  }
+}
+
 TEST(LinearCrossEntropy, RefusesMismatchedShapes) {
   const Tensor x = Tensor::zeros({2, 3, 8}), w = Tensor::zeros({10, 8});
   EXPECT_TRUE(testing::throws_with_prefix(
