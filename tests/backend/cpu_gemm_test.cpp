@@ -1,7 +1,7 @@
 // The CPU gemm kernel against a double-precision loop, on each of its paths: the plain loop for
 // tiny products, BLAS's matrix-vector product for one row, the rank-k row update for inner
-// dimensions up to 32 (whole and partial column blocks, b as it lies or transposed, each beta)
-// and BLAS beyond; and the bf16 kernel, exact
+// dimensions up to 32 (whole and partial column blocks, b as it lies or transposed, each beta),
+// the narrow products (few columns of c, or few rows of a transposed product) and BLAS beyond; and the bf16 kernel, exact
 // products of bf16 values summed in f32, on its paths where the CPU has no native bf16 products
 // (b read in place for a few rows, widened a panel at a time beyond).
 #include <array>
@@ -58,6 +58,19 @@ TEST(CpuGemm, RankUpdatesMatchTheReferenceOnWholeAndPartialColumnBlocks) {
   expect_matches_reference({false, false, 129, 96, 1, 1.0f, 0.0f});
 }
 
+TEST(CpuGemm, NarrowProductsMatchTheReferenceForEveryWidthAndRowCount) {
+  for (const i64 n : {1, 8, 13, 16, 24}) {
+    for (const float beta : {0.0f, 1.0f, 0.5f}) {
+      expect_matches_reference({false, true, 301, n, 300, 0.75f, beta});   // x Aᵀ: rows of a, b transposed
+      expect_matches_reference({false, false, 97, n, 520, 1.5f, beta});    // g B
+      expect_matches_reference({true, false, 203, n, 300, 0.5f, beta});    // gᵀ t: a read by columns
+      expect_matches_reference({true, false, n, 203, 300, 2.0f, beta});    // uᵀ x: the transposed product
+    }
+  }
+  expect_matches_reference({true, false, 50, 16, 129, 1.0f, 0.0f});  // one tile and one term more
+  expect_matches_reference({false, true, 5, 16, 4000, 1.0f, 1.0f});  // fewer rows than one block
+}
+
 TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
   for (const bool trans_a : {false, true})  // below the BLAS threshold, each layout
     for (const bool trans_b : {false, true}) expect_matches_reference({trans_a, trans_b, 7, 9, 5, 1.5f, 0.5f});
@@ -73,17 +86,19 @@ TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
 // beta = 0 means c is not read: output buffers come uninitialised from the allocator, and may hold
 // a NaN or an infinity (masked scores) from an earlier tensor. Each path, the one-row product included.
 TEST(CpuGemm, BetaZeroOverwritesNonFiniteValuesOnEveryPath) {
-  for (const auto& [m, n, k] : std::vector<std::array<i64, 3>>{{3, 4, 5}, {1, 700, 300}, {300, 64, 16}, {120, 150, 48}})
-    for (const bool trans_b : {false, true}) {
-      const auto a = values(m * k, 0.3f), b = values(n * k, 0.8f);
-      std::vector<float> c(static_cast<std::size_t>(m * n));
-      for (std::size_t i = 0; i < c.size(); ++i)
-        c[i] = i % 2 ? std::numeric_limits<float>::quiet_NaN() : -std::numeric_limits<float>::infinity();
-      gemm(false, trans_b, m, n, k, 1.0f, a.data(), k, b.data(), trans_b ? k : n, 0.0f, c.data(), n);
-      for (std::size_t i = 0; i < c.size(); ++i)
-        ASSERT_TRUE(std::isfinite(c[i])) << "m " << m << " n " << n << " k " << k << " trans_b " << trans_b
-                                         << " at " << i;
-    }
+  for (const auto& [m, n, k] :
+       std::vector<std::array<i64, 3>>{{3, 4, 5}, {1, 700, 300}, {300, 64, 16}, {120, 150, 48}, {300, 13, 200}, {13, 300, 200}})
+    for (const bool trans_a : {false, true})
+      for (const bool trans_b : {false, true}) {
+        const auto a = values(m * k, 0.3f), b = values(n * k, 0.8f);
+        std::vector<float> c(static_cast<std::size_t>(m * n));
+        for (std::size_t i = 0; i < c.size(); ++i)
+          c[i] = i % 2 ? std::numeric_limits<float>::quiet_NaN() : -std::numeric_limits<float>::infinity();
+        gemm(trans_a, trans_b, m, n, k, 1.0f, a.data(), trans_a ? m : k, b.data(), trans_b ? k : n, 0.0f, c.data(), n);
+        for (std::size_t i = 0; i < c.size(); ++i)
+          ASSERT_TRUE(std::isfinite(c[i])) << "m " << m << " n " << n << " k " << k << " trans_a " << trans_a
+                                           << " trans_b " << trans_b << " at " << i;
+      }
 }
 
 // gemm_bf16 against a double-precision loop over the same bf16 values, a and b with padded rows.
