@@ -1,9 +1,10 @@
 // The CPU gemm kernel against a double-precision loop, on each of its paths: the plain loop for
-// tiny products, BLAS's matrix-vector product for one row, the rank-k row update for inner
-// dimensions up to 32 (whole and partial column blocks, b as it lies or transposed, each beta),
-// the narrow products (few columns of c, or few rows of a transposed product) and BLAS beyond; and the bf16 kernel, exact
-// products of bf16 values summed in f32, on its paths where the CPU has no native bf16 products
-// (b read in place for a few rows, widened a panel at a time beyond).
+// tiny products (short dot products eight at a time), BLAS's matrix-vector product for one row,
+// the rank-k row update for inner dimensions up to 32 (whole and partial column blocks, b as it
+// lies or transposed, each beta), the narrow products (few columns of c, or few rows of a
+// transposed product) and BLAS beyond; and the bf16 kernel, exact products of bf16 values summed
+// in f32, on its paths where the CPU has no native bf16 products (b read in place for a few rows,
+// widened a panel at a time beyond).
 #include <array>
 #include <cmath>
 #include <limits>
@@ -74,6 +75,8 @@ TEST(CpuGemm, NarrowProductsMatchTheReferenceForEveryWidthAndRowCount) {
 TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
   for (const bool trans_a : {false, true})  // below the BLAS threshold, each layout
     for (const bool trans_b : {false, true}) expect_matches_reference({trans_a, trans_b, 7, 9, 5, 1.5f, 0.5f});
+  for (const i64 k : {8, 16, 24, 32})  // short dot products, eight at a time, and a tail of 3
+    for (const float beta : {0.0f, 1.0f, 0.5f}) expect_matches_reference({false, true, 2, 779, k, 0.5f, beta});
   expect_matches_reference({false, true, 1, 16, 768, 1.0f, 0.0f});  // one token through A: long dot products
   expect_matches_reference({false, true, 1, 768, 16, 2.0f, 1.0f});  // and back through B into the output
   expect_matches_reference({false, false, 1, 768, 16, 2.0f, 1.0f});
@@ -87,7 +90,7 @@ TEST(CpuGemm, TinyAndBlasProductsMatchTheReference) {
 // a NaN or an infinity (masked scores) from an earlier tensor. Each path, the one-row product included.
 TEST(CpuGemm, BetaZeroOverwritesNonFiniteValuesOnEveryPath) {
   for (const auto& [m, n, k] :
-       std::vector<std::array<i64, 3>>{{3, 4, 5}, {1, 700, 300}, {300, 64, 16}, {120, 150, 48}, {300, 13, 200}, {13, 300, 200}})
+       std::vector<std::array<i64, 3>>{{3, 4, 5}, {1, 700, 300}, {300, 64, 16}, {120, 150, 48}, {300, 13, 200}, {13, 300, 200}, {1, 40, 16}})
     for (const bool trans_a : {false, true})
       for (const bool trans_b : {false, true}) {
         const auto a = values(m * k, 0.3f), b = values(n * k, 0.8f);
