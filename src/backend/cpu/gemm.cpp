@@ -238,7 +238,16 @@ struct SkinnyProduct {
     alignas(64) float sums[kGroupRows * NV * Floats::kLanes] = {};
     for (i64 p0 = 0; p0 < k; p0 += kTileTerms) {
       const i64 terms = std::min(kTileTerms, k - p0);
-      for (i64 p = 0; p < terms; ++p) std::copy_n(lhs + (p0 + p) * ld + i0, rows, tile + p * kGroupRows);
+      for (i64 p = 0; p < terms; ++p) {
+        const float* from = lhs + (p0 + p) * ld + i0;
+        float* to = tile + p * kGroupRows;
+        if (rows == kGroupRows) {  // whole vectors, inline: a library copy per 192 bytes cost as much as the products
+          static_assert(kGroupRows % Floats::kLanes == 0);
+          for (i64 q = 0; q < kGroupRows; q += Floats::kLanes) Floats::load(from + q).store(to + q);
+        } else {
+          std::copy_n(from, rows, to);
+        }
+      }
       const float* bp = packed + p0 * width;
       auto rows_from = [&]<int kRows>(i64 r0) {
         Floats acc[kRows][NV];
