@@ -158,17 +158,17 @@ void rank_update(bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a,
 // and gᵀ t ([out, r]), or, computed as its transpose, uᵀ x ([r, in]). BLAS packs both operands for
 // them and splits them poorly over threads (40-60 GFLOP/s in a training step, a third of its
 // speed on square products; 87 against our 125-170 alone, for r = 16). Here the narrow operand
-// is packed once, k rows of kSkinnyWidth floats or fewer, zero-padded to whole vectors, and a
+// is packed once, k rows of kNarrowWidth floats or fewer, zero-padded to whole vectors, and a
 // block of R rows of the result stays in registers for the whole inner dimension: per term, one
 // vector load per packed vector and one broadcast per row feed R times as many multiply-adds.
 #if defined(LORACPP_VECTOR_FLOATS)
 // At most three vectors a row: with four (AVX2 at r = 32), BLAS was faster.
-constexpr i64 kSkinnyWidth = std::min(32, 3 * Floats::kLanes);
+constexpr i64 kNarrowWidth = std::min(32, 3 * Floats::kLanes);
 
 // The product's element (i, q) is sum over p of lhs(i, p) packed[p][q], where lhs(i, p) is
 // lhs[i * ld + p], or lhs[p * ld + i] when it is read by columns. Element (i, q) goes to
 // out[i * ldo + q], or to out[q * ldo + i] for a transposed result.
-struct SkinnyProduct {
+struct NarrowProduct {
   const float* lhs;
   i64 ld;
   const float* packed;
@@ -293,7 +293,7 @@ struct SkinnyProduct {
   }
 };
 
-// op(b)'s k x n values (n at most kSkinnyWidth), each of the k rows zero-padded to whole vectors.
+// op(b)'s k x n values (n at most kNarrowWidth), each of the k rows zero-padded to whole vectors.
 std::vector<float> pack_narrow(bool trans_b, i64 n, i64 k, const float* b, i64 ldb, i64 width) {
   std::vector<float> packed(static_cast<std::size_t>(k * width), 0.0f);
   for (i64 p = 0; p < k; ++p)
@@ -303,21 +303,21 @@ std::vector<float> pack_narrow(bool trans_b, i64 n, i64 k, const float* b, i64 l
 
 i64 padded_width(i64 n) { return (n + Floats::kLanes - 1) / Floats::kLanes * Floats::kLanes; }
 
-// c = alpha op(a) op(b) + beta c with n <= kSkinnyWidth, a transposed or b, not both.
+// c = alpha op(a) op(b) + beta c with n <= kNarrowWidth, a transposed or b, not both.
 void narrow_product(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
                     const float* b, i64 ldb, float beta, float* c, i64 ldc) {
   const i64 width = padded_width(n);
   const std::vector<float> packed = pack_narrow(trans_b, n, k, b, ldb, width);
-  SkinnyProduct{a, lda, packed.data(), width, n, k, alpha, beta, c, ldc, false}.run(m, trans_a);
+  NarrowProduct{a, lda, packed.data(), width, n, k, alpha, beta, c, ldc, false}.run(m, trans_a);
 }
 
-// c = alpha aᵀ b + beta c with m <= kSkinnyWidth (a is [k, m], b [k, n]): the transpose bᵀ a, whose
+// c = alpha aᵀ b + beta c with m <= kNarrowWidth (a is [k, m], b [k, n]): the transpose bᵀ a, whose
 // rows are b's columns, written transposed into c.
 void narrow_transposed_product(i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda, const float* b, i64 ldb,
                                float beta, float* c, i64 ldc) {
   const i64 width = padded_width(m);
   const std::vector<float> packed = pack_narrow(false, m, k, a, lda, width);
-  SkinnyProduct{b, ldb, packed.data(), width, m, k, alpha, beta, c, ldc, true}.run(n, true);
+  NarrowProduct{b, ldb, packed.data(), width, m, k, alpha, beta, c, ldc, true}.run(n, true);
 }
 #endif
 }  // namespace
@@ -342,9 +342,9 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
   }
   if (k <= kRankUpdate && !trans_a) return rank_update(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #if defined(LORACPP_VECTOR_FLOATS)
-  if (n <= kSkinnyWidth && !(trans_a && trans_b))
+  if (n <= kNarrowWidth && !(trans_a && trans_b))
     return narrow_product(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (m <= kSkinnyWidth && trans_a && !trans_b)
+  if (m <= kNarrowWidth && trans_a && !trans_b)
     return narrow_transposed_product(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
