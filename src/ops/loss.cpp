@@ -41,8 +41,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
 }
 
 std::int64_t default_cross_entropy_chunk(std::int64_t rows, std::int64_t vocab, std::int64_t in) {
-  const std::int64_t most = std::max({std::int64_t{256}, (std::int64_t{8} << 20) / std::max<std::int64_t>(vocab, 1),
-                                      (std::int64_t{256} << 10) / std::max<std::int64_t>(in, 1)});
+  const std::int64_t v = std::max<std::int64_t>(vocab, 1);
+  const std::int64_t for_speed = std::min((std::int64_t{256} << 10) / std::max<std::int64_t>(in, 1), (std::int64_t{32} << 20) / v);
+  const std::int64_t most = std::max({std::int64_t{256}, (std::int64_t{8} << 20) / v, for_speed});
   const std::int64_t chunks = std::max<std::int64_t>(1, (rows + most - 1) / most);
   return std::max<std::int64_t>(1, (rows + chunks - 1) / chunks);
 }

@@ -81,9 +81,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
                             std::int64_t ignore_index = -100, std::int64_t chunk_rows = 0);
 // Rows per chunk of `rows` when none is asked for: at most the largest of 256, what 8M logits hold
-// and what makes a chunk of x 256K values, since fewer leave the logits' GEMM (whose inner
-// dimension is only `in`) short of BLAS's speed: with in = 288, 262 rows ran at 129 GFLOP/s and
-// 512 at 143. The rows are split evenly, so no short last chunk runs slower.
+// and what makes a chunk of x 256K values (but never more than 32M logits), since fewer leave the
+// logits' GEMM (whose inner dimension is only `in`) short of BLAS's speed: with in = 288, 262 rows
+// ran at 129 GFLOP/s and 512 at 143. The rows are split evenly, so no short last chunk runs slower.
 std::int64_t default_cross_entropy_chunk(std::int64_t rows, std::int64_t vocab, std::int64_t in);
 
 // ---- attention ----

@@ -98,6 +98,7 @@ TEST(LinearCrossEntropy, DefaultChunksSplitTheRowsEvenlyWithinTheLogitsBudget) {
            {1024, 49152, 576, 342},  // 455 rows by x, 3 even chunks
            {1024, 1000, 4096, 1024}, // a small vocabulary: 8M logits hold every row
            {100, 32000, 288, 100},   // fewer rows than one chunk
+           {8192, 151936, 64, 256},  // a narrow x and a large vocabulary: the 32M-logit cap, then 256
            {1, 5, 3, 1}}) {
     const std::int64_t chunk = default_cross_entropy_chunk(rows, vocab, in);
     EXPECT_EQ(chunk, expected) << rows << " rows, vocab " << vocab << ", in " << in;
