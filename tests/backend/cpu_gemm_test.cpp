@@ -134,8 +134,8 @@ TEST(CpuGemmBf16, ProductsMatchTheReferenceForFewRowsAndForManyPanels) {
   for (const bool trans_b : {true, false}) {
     expect_bf16_matches_reference(trans_b, 1, 700, 300);  // a generated token: b read in place
     expect_bf16_matches_reference(trans_b, 8, 130, 64);
-    expect_bf16_matches_reference(trans_b, 9, 50, 40);  // just past it: widened
-    expect_bf16_matches_reference(trans_b, 40, 3000, 1024);  // 2 MB panels of 512 columns: six, the last partial
+    expect_bf16_matches_reference(trans_b, 9, 50, 40);  // just past it: packed (natively, oneDNN's)
+    expect_bf16_matches_reference(trans_b, 40, 4200, 600);  // two blocks of columns, three of terms
   }
 }
 

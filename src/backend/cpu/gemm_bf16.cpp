@@ -1,10 +1,9 @@
 // bf16 x bf16 -> f32 products for frozen bf16 weights. With oneDNN (Debian's libdnnl) they run on
 // AVX512-BF16 where the CPU has it, about twice the f32 GEMM rate; a matmul primitive is built
 // once per shape and kept. Where oneDNN has no bf16 product for this CPU (one without AVX-512, say)
-// or the build has no oneDNN, the operands are widened and multiplied in f32 through OpenBLAS: the
-// same values, since a product of two bf16 values is exact in f32.
-#include <cblas.h>
-
+// or the build has no oneDNN, the products are our packed kernel's (gemm_packed.h), which widens
+// the operands to f32 as it packs them: the same values, since a product of two bf16 values is
+// exact in f32.
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -13,6 +12,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemm_packed.h"
 #include "core/dtype.h"
 
 #if defined(LORACPP_HAVE_ONEDNN)
@@ -64,42 +64,16 @@ struct SerialOneDnn {
 };
 #endif
 
-// a [rows, cols] (leading dimension ld) widened to f32, dense, into `out`; the rows shared out
-// among OpenMP's threads when `parallel` (a call from outside a team).
-void widen(const std::uint16_t* x, i64 rows, i64 cols, i64 ld, std::vector<float>& out, bool parallel = false) {
-  out.resize(static_cast<std::size_t>(rows * cols));
-  float* dense = out.data();
-#pragma omp parallel for if (parallel && rows * cols > (i64{1} << 16))
-  for (i64 r = 0; r < rows; ++r) convert(x + r * ld, DType::bf16, dense + r * cols, DType::f32, cols);
-}
-
-// c = alpha op(a) op(b) + beta c from bf16 operands, widened to f32 first, on the calling thread
-// (OpenBLAS runs on the calling thread alone inside an OpenMP team). Each thread keeps its own
-// buffers.
-void widened_product(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
-                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
-  thread_local std::vector<float> af, bf;
-  widen(a, trans_a ? k : m, trans_a ? m : k, lda, af);
-  widen(b, trans_b ? n : k, trans_b ? k : n, ldb, bf);
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, af.data(),
-              static_cast<blasint>(trans_a ? m : k), bf.data(), static_cast<blasint>(trans_b ? k : n), beta, c,
-              static_cast<blasint>(ldc));
-}
-
 // Rows of c up to which a product reads b's bf16 values in place (a generated token's layers):
-// widening all of b would cost more than multiplying by it.
+// packing all of b would cost more than multiplying by it.
 constexpr i64 kInPlaceRows = 8;
-// Bytes of b widened at a time: a panel stays in the caches for OpenBLAS, however large b is (an
-// output layer's [vocabulary, dim] table would otherwise be written out and read back in f32).
-constexpr i64 kPanelBytes = i64{2} << 20;
 
 // c = a op(b) for a few rows of a, b's values widened as they are read; threads share out the
 // columns of c.
 void product_reading_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b,
                           i64 ldb, float* c, i64 ldc) {
-  std::vector<float> af;
-  widen(a, m, k, lda, af);
+  std::vector<float> af(static_cast<std::size_t>(m * k));
+  for (i64 i = 0; i < m; ++i) convert(a + i * lda, DType::bf16, af.data() + i * k, DType::f32, k);
   constexpr i64 kColumns = 64;  // columns of c per piece of work
 #pragma omp parallel for if (n * k > (i64{1} << 16))
   for (i64 j0 = 0; j0 < n; j0 += kColumns) {
@@ -124,36 +98,6 @@ void product_reading_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t
           for (i64 j = j0; j < j1; ++j) ci[j] += s * bf16_to_float(bp[j]);
         }
       }
-    }
-  }
-}
-
-// c = a op(b) from bf16 operands on a CPU without bf16 products, from outside an OpenMP team: a
-// is widened once and b a panel at a time, each by all threads, and each panel's product is
-// OpenBLAS's. A panel is a block of b's rows, which is contiguous: columns of c when b is
-// transposed ([n, k]), else a stretch of the shared dimension whose products add into c.
-void widened_product_by_panels(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda,
-                               const std::uint16_t* b, i64 ldb, float* c, i64 ldc) {
-  if (m <= kInPlaceRows) return product_reading_bf16(trans_b, m, n, k, a, lda, b, ldb, c, ldc);
-  thread_local std::vector<float> af, panel;
-  widen(a, m, k, lda, af, true);
-  const i64 rows = trans_b ? n : k, row_length = trans_b ? k : n;
-  if (rows == 0) {  // k = 0: c is zero
-    for (i64 i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
-    return;
-  }
-  const i64 height = std::min(rows, std::max<i64>(64, kPanelBytes / (4 * std::max<i64>(row_length, 1))));
-  for (i64 r0 = 0; r0 < rows; r0 += height) {
-    const i64 r = std::min(height, rows - r0);
-    widen(b + r0 * ldb, r, row_length, ldb, panel, true);
-    if (trans_b) {  // c[:, r0:r0+r] = a · panelᵀ
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m), static_cast<blasint>(r),
-                  static_cast<blasint>(k), 1.0f, af.data(), static_cast<blasint>(k), panel.data(),
-                  static_cast<blasint>(k), 0.0f, c + r0, static_cast<blasint>(ldc));
-    } else {  // c (+)= a[:, r0:r0+r] · panel
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n),
-                  static_cast<blasint>(r), 1.0f, af.data() + r0, static_cast<blasint>(k), panel.data(),
-                  static_cast<blasint>(n), r0 == 0 ? 0.0f : 1.0f, c, static_cast<blasint>(ldc));
     }
   }
 }
@@ -202,13 +146,17 @@ void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 ld
     return;
   }
 #endif
-  widened_product_by_panels(trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+  if (m <= kInPlaceRows) return product_reading_bf16(trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+  packed_gemm(m, n, k, 1.0f, {a, DType::bf16, lda, false}, {b, DType::bf16, ldb, trans_b}, 0.0f, c, ldc, true);
 }
 
 void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a,
                       i64 lda, const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   if (m == 0 || n == 0) return;
-  if (!bf16_products_native()) return widened_product(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (!bf16_products_native()) {
+    packed_gemm(m, n, k, alpha, {a, DType::bf16, lda, trans_a}, {b, DType::bf16, ldb, trans_b}, beta, c, ldc, false);
+    return;
+  }
 #if defined(LORACPP_HAVE_ONEDNN)
   thread_local SerialOneDnn dnn;
   const SerialOneDnn::Key key{trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta};

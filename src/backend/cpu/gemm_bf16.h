@@ -8,8 +8,8 @@
 namespace loracpp::backend::cpu {
 
 // Whether bf16 products run natively here (oneDNN on AVX512-BF16 and the like), asked once. Where
-// they do not, bf16 operands are widened to f32 and multiplied by OpenBLAS: the same values, at
-// the f32 rate, so a caller that holds its operands in f32 as well does better to use those.
+// they do not, bf16 operands are widened to f32 as our packed kernel packs them: the same values,
+// at the f32 rate, so a caller that holds its operands in f32 as well does better to use those.
 bool bf16_products_native();
 
 // c[m,n] = alpha * op(a)[m,k] op(b)[k,n] + beta * c, bf16 operands and f32 accumulation, computed
