@@ -2,14 +2,12 @@
 // packed a block of kDepth terms by kBlockColumns columns at a time, into panels of kTileColumns
 // columns that stay in L1; op(a) a block of up to kBlockRows rows at a time, into panels of
 // kTileRows rows that stay in L2; and a register tile of kTileRows x kTileColumns sums every term
-// of a pair of panels. Threads pack a block of b together, then share out its work: blocks of a's
-// rows, and where there are fewer of those than threads' worth, ranges of b's panels too.
+// of a pair of panels. Threads share out c by rows or by columns.
 #include "backend/cpu/gemm_packed.h"
 
 #include <omp.h>
 
 #include <algorithm>
-#include <numeric>
 #include <vector>
 
 #include "backend/cpu/vec_math.h"
@@ -187,60 +185,69 @@ void edge_tile(i64 depth, const float* a, const float* b, float alpha, float bet
   }
 }
 
+// c = alpha op(a) op(b) + beta c on the calling thread: b a block at a time, a a block of rows at a
+// time, each packed into this thread's buffers.
 template <typename TA, typename TB>
 void blocked_product(i64 m, i64 n, i64 k, float alpha, const TA* a, i64 lda, bool trans_a, const TB* b, i64 ldb,
-                     bool trans_b, float beta, float* c, i64 ldc, bool parallel) {
+                     bool trans_b, float beta, float* c, i64 ldc) {
   // Rows per block: at most kBlockRows, the blocks as even as whole tiles allow.
   const i64 wanted_blocks = (m + kBlockRows - 1) / kBlockRows;
   const i64 block_rows = round_up((m + wanted_blocks - 1) / wanted_blocks, kTileRows);
-  const i64 blocks = (m + block_rows - 1) / block_rows;
   const i64 depth_max = std::min(k, kDepth);
-  thread_local std::vector<float> packed_b;  // the calling thread's; its team reads and writes it
+  thread_local std::vector<float> packed_a, packed_b;
+  packed_a.resize(static_cast<std::size_t>(block_rows * depth_max + kPackSpill));
   packed_b.resize(static_cast<std::size_t>(depth_max * round_up(std::min(n, kBlockColumns), kTileColumns)));
+  float* const a_block = packed_a.data();
   float* const b_block = packed_b.data();
-#pragma omp parallel if (parallel)
-  {
-    thread_local std::vector<float> packed_a;
-    packed_a.resize(static_cast<std::size_t>(block_rows * depth_max + kPackSpill));
-    float* const a_block = packed_a.data();
-    const i64 team = omp_get_num_threads();
-    // Work items per block of rows: enough that the items share out evenly among the team.
-    const i64 parts = team / std::gcd(blocks, team);
-    for (i64 j0 = 0; j0 < n; j0 += kBlockColumns) {
-      const i64 columns = std::min(kBlockColumns, n - j0);
-      const i64 panels = (columns + kTileColumns - 1) / kTileColumns;
-      for (i64 p0 = 0; p0 < k; p0 += kDepth) {
-        const i64 depth = std::min(kDepth, k - p0);
-        const float beta_here = p0 == 0 ? beta : 1.0f;
-#pragma omp for schedule(static)
-        for (i64 q = 0; q < panels; ++q) {
-          pack_panel(b, ldb, trans_b, j0 + q * kTileColumns, std::min(kTileColumns, columns - q * kTileColumns), p0,
-                     depth, b_block + q * kTileColumns * depth);
-        }
-        i64 packed_block = -1;
-#pragma omp for schedule(static)
-        for (i64 item = 0; item < blocks * parts; ++item) {
-          const i64 block = item / parts, part = item % parts;
-          const i64 i0 = block * block_rows, rows = std::min(block_rows, m - i0);
-          if (block != packed_block) {
-            pack_rows(a, lda, trans_a, i0, rows, p0, depth, a_block);
-            packed_block = block;
-          }
-          const i64 q1 = (part + 1) * panels / parts;
-          for (i64 q = part * panels / parts; q < q1; ++q) {
-            const i64 j = q * kTileColumns, width = std::min(kTileColumns, columns - j);
-            const float* b_panel = b_block + j * depth;
-            for (i64 r = 0; r < rows; r += kTileRows) {
-              const i64 height = std::min(kTileRows, rows - r);
-              float* c_tile = c + (i0 + r) * ldc + j0 + j;
-              if (height == kTileRows && width == kTileColumns) {
-                tile(depth, a_block + r * depth, b_panel, alpha, beta_here, c_tile, ldc);
-              } else {
-                edge_tile(depth, a_block + r * depth, b_panel, alpha, beta_here, c_tile, ldc, height, width);
-              }
+  for (i64 j0 = 0; j0 < n; j0 += kBlockColumns) {
+    const i64 columns = std::min(kBlockColumns, n - j0);
+    for (i64 p0 = 0; p0 < k; p0 += kDepth) {
+      const i64 depth = std::min(kDepth, k - p0);
+      const float beta_here = p0 == 0 ? beta : 1.0f;
+      for (i64 j = 0; j < columns; j += kTileColumns)
+        pack_panel(b, ldb, trans_b, j0 + j, std::min(kTileColumns, columns - j), p0, depth, b_block + j * depth);
+      for (i64 i0 = 0; i0 < m; i0 += block_rows) {
+        const i64 rows = std::min(block_rows, m - i0);
+        pack_rows(a, lda, trans_a, i0, rows, p0, depth, a_block);
+        for (i64 j = 0; j < columns; j += kTileColumns) {
+          const i64 width = std::min(kTileColumns, columns - j);
+          const float* b_panel = b_block + j * depth;
+          for (i64 r = 0; r < rows; r += kTileRows) {
+            const i64 height = std::min(kTileRows, rows - r);
+            float* c_tile = c + (i0 + r) * ldc + j0 + j;
+            if (height == kTileRows && width == kTileColumns) {
+              tile(depth, a_block + r * depth, b_panel, alpha, beta_here, c_tile, ldc);
+            } else {
+              edge_tile(depth, a_block + r * depth, b_panel, alpha, beta_here, c_tile, ldc, height, width);
             }
           }
         }
+      }
+    }
+  }
+}
+
+// The same with OpenMP's threads (when `parallel`), each on its own share of c: a range of rows,
+// or of columns where c is wider than tall. Each packs what its share reads, so the threads never
+// wait for each other until the end (a team's barrier costs a sleep and a wake-up under
+// OMP_WAIT_POLICY=PASSIVE, and a long product would need two per block of terms).
+template <typename TA, typename TB>
+void shared_product(i64 m, i64 n, i64 k, float alpha, const TA* a, i64 lda, bool trans_a, const TB* b, i64 ldb,
+                    bool trans_b, float beta, float* c, i64 ldc, bool parallel) {
+#pragma omp parallel if (parallel)
+  {
+    const i64 team = omp_get_num_threads(), me = omp_get_thread_num();
+    const bool by_rows = m >= n;
+    const i64 extent = by_rows ? m : n, unit = by_rows ? kTileRows : kTileColumns;
+    const i64 begin = std::min(extent, round_up(me * extent / team, unit));
+    const i64 end = std::min(extent, round_up((me + 1) * extent / team, unit));
+    if (begin < end) {
+      if (by_rows) {
+        blocked_product(end - begin, n, k, alpha, trans_a ? a + begin : a + begin * lda, lda, trans_a, b, ldb, trans_b,
+                        beta, c + begin * ldc, ldc);
+      } else {
+        blocked_product(m, end - begin, k, alpha, a, lda, trans_a, trans_b ? b + begin * ldb : b + begin, ldb, trans_b,
+                        beta, c + begin, ldc);
       }
     }
   }
@@ -250,11 +257,11 @@ template <typename TA>
 void with_b(i64 m, i64 n, i64 k, float alpha, const TA* a, i64 lda, bool trans_a, const PackedOperand& b, float beta,
             float* c, i64 ldc, bool parallel) {
   if (b.dtype == DType::bf16) {
-    blocked_product(m, n, k, alpha, a, lda, trans_a, static_cast<const std::uint16_t*>(b.data), b.ld, b.trans, beta,
-                    c, ldc, parallel);
+    shared_product(m, n, k, alpha, a, lda, trans_a, static_cast<const std::uint16_t*>(b.data), b.ld, b.trans, beta, c,
+                   ldc, parallel);
   } else {
-    blocked_product(m, n, k, alpha, a, lda, trans_a, static_cast<const float*>(b.data), b.ld, b.trans, beta, c, ldc,
-                    parallel);
+    shared_product(m, n, k, alpha, a, lda, trans_a, static_cast<const float*>(b.data), b.ld, b.trans, beta, c, ldc,
+                   parallel);
   }
 }
 
