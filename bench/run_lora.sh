@@ -13,7 +13,9 @@
 # threads of its own, is far faster with PASSIVE; its bf16 run and ours, a little with the default.)
 # Where the CPU has no native bf16 products (no AVX512-BF16 or AMX), PyTorch's bf16 runs take
 # minutes a step (tiny: ~30x slower than its f32) and are left out unless PEER_BF16=1; the table
-# says so, and the peer's f32 run is then the comparison for both of our paths.
+# says so, and the peer's f32 run is then the comparison for both of our paths. With PEER_BF16=1 on
+# such a CPU, each of the peer's bf16 runs is made once (in the first round), of one step after its
+# warm-up step: about 40 minutes more for the three presets.
 # SMOKE=1 runs a tiny shape for one step in both dtypes, ours only, and checks the output (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,9 @@ rounds=${ROUNDS:-2}
 native_bf16=0
 grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo && native_bf16=1
 peer_bf16=${PEER_BF16:-$native_bf16}
+# Whether the peer's bf16 runs in this round, and for how many steps (see above).
+peer_bf16_round() { ((peer_bf16)) && { ((native_bf16)) || (($1 == 0)); }; }
+peer_bf16_steps() { if ((native_bf16)); then echo "$1"; else echo 1; fi; }
 unset OMP_WAIT_POLICY GOMP_SPINCOUNT
 with_policy() {  # with_policy ROUND COMMAND...
   local round=$1
@@ -71,8 +76,8 @@ for preset in $presets; do
       a=$(faster "$(with_policy $round $ours --preset "$preset" --mode lora --rank "$rank" --targets "$targets" --steps "$steps" --threads "$threads")" "$a")
       a16=$(faster "$(with_policy $round $ours --preset "$preset" --mode lora --rank "$rank" --targets "$targets" --steps "$steps" --threads "$threads" --dtype bf16)" "$a16")
       b=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads")" "$b")
-      if ((peer_bf16)); then
-        b16=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$steps" --threads "$threads" --dtype bfloat16)" "$b16")
+      if peer_bf16_round $round; then
+        b16=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset "$preset" --mode lora --rank "$rank" --targets "$peer_targets" --steps "$(peer_bf16_steps $steps)" --threads "$threads" --dtype bfloat16)" "$b16")
       fi
     done
     ta=$(echo "$a" | field tokens_per_s); ta16=$(echo "$a16" | field tokens_per_s)
@@ -88,6 +93,7 @@ echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores
      "GEMM ceilings at 2048³ (best reading): f32 ${f32c} GFLOP/s (OpenBLAS), bf16 ${bf16c} GFLOP/s" \
      "$( ((native_bf16)) && echo "(oneDNN)" || echo "(no native bf16 here: widened to f32 for OpenBLAS)")"
 ((peer_bf16)) || echo "The peer's bf16 runs were not run: this CPU has no native bf16 products (PEER_BF16=1 runs them)."
+((peer_bf16 && !native_bf16)) && echo "The peer's bf16 runs were made once each, of one step after a warm-up step: this CPU has no native bf16 products."
 echo
 echo "| preset | adapter | ours f32 tok/s | ours bf16 tok/s | peer f32 tok/s | peer bf16 tok/s | f32 vs peer f32 | bf16 vs peer bf16 | ours f32 / bf16 RSS MB | peer f32 / bf16 RSS MB | RSS ratio f32 / bf16 | ceiling share f32 / bf16 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -104,8 +110,10 @@ for dtype in f32 bf16; do
   a="" b=""
   for ((round = 0; round < rounds; ++round)); do
     a=$(faster "$(with_policy $round $ours --preset small --mode forward --steps 2 --threads "$threads" --dtype $dtype)" "$a")
-    if [[ $dtype == f32 ]] || ((peer_bf16)); then
+    if [[ $dtype == f32 ]]; then
       b=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset small --mode infer --steps 2 --threads "$threads" --dtype $pd)" "$b")
+    elif peer_bf16_round $round; then
+      b=$(faster "$(with_policy $round /usr/bin/python3 "$peer" --preset small --mode infer --steps "$(peer_bf16_steps 2)" --threads "$threads" --dtype $pd)" "$b")
     fi
   done
   tb="not run"
