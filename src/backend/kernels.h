@@ -64,7 +64,7 @@ struct AttentionGeometry {
   X(gemm, void(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,        \
                const float* b, i64 ldb, float beta, float* c, i64 ldc))                                      \
   /* c[m,n] (f32) = a[m,k] (bf16, row-major) op(b) (bf16): b is [n,k] when trans_b, else [k,n]; f32          \
-     accumulation (oneDNN where the CPU multiplies bf16, else widened to an f32 GEMM) */                     \
+     accumulation (oneDNN where the CPU multiplies bf16, else our f32 kernel, widened as packed) */          \
   X(gemm_bf16, void(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda,                     \
                     const std::uint16_t* b, i64 ldb, float* c, i64 ldc))                                     \
   /* out[shape] = a op b, a and b read through strides (0 on broadcast dims) */                              \

@@ -185,6 +185,17 @@ void edge_tile(i64 depth, const float* a, const float* b, float alpha, float bet
   }
 }
 
+// A thread's packed blocks of a and b, kept from one product to the next (whatever the operands'
+// types) so that a product allocates nothing once the largest blocks have been seen.
+struct PackBuffers {
+  std::vector<float> a, b;
+};
+
+PackBuffers& pack_buffers() {
+  thread_local PackBuffers buffers;
+  return buffers;
+}
+
 // c = alpha op(a) op(b) + beta c on the calling thread: b a block at a time, a a block of rows at a
 // time, each packed into this thread's buffers.
 template <typename TA, typename TB>
@@ -194,11 +205,11 @@ void blocked_product(i64 m, i64 n, i64 k, float alpha, const TA* a, i64 lda, boo
   const i64 wanted_blocks = (m + kBlockRows - 1) / kBlockRows;
   const i64 block_rows = round_up((m + wanted_blocks - 1) / wanted_blocks, kTileRows);
   const i64 depth_max = std::min(k, kDepth);
-  thread_local std::vector<float> packed_a, packed_b;
-  packed_a.resize(static_cast<std::size_t>(block_rows * depth_max + kPackSpill));
-  packed_b.resize(static_cast<std::size_t>(depth_max * round_up(std::min(n, kBlockColumns), kTileColumns)));
-  float* const a_block = packed_a.data();
-  float* const b_block = packed_b.data();
+  PackBuffers& buffers = pack_buffers();
+  buffers.a.resize(static_cast<std::size_t>(block_rows * depth_max + kPackSpill));
+  buffers.b.resize(static_cast<std::size_t>(depth_max * round_up(std::min(n, kBlockColumns), kTileColumns)));
+  float* const a_block = buffers.a.data();
+  float* const b_block = buffers.b.data();
   for (i64 j0 = 0; j0 < n; j0 += kBlockColumns) {
     const i64 columns = std::min(kBlockColumns, n - j0);
     for (i64 p0 = 0; p0 < k; p0 += kDepth) {
