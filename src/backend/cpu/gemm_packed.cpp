@@ -238,14 +238,15 @@ void blocked_product(i64 m, i64 n, i64 k, float alpha, const TA* a, i64 lda, boo
   }
 }
 
-// The same with OpenMP's threads (when `parallel`), each on its own share of c: a range of rows,
-// or of columns where c is wider than tall. Each packs what its share reads, so the threads never
-// wait for each other until the end (a team's barrier costs a sleep and a wake-up under
+// The same with OpenMP's threads when `parallel` (else on the calling thread), each on its own
+// share of c: a range of rows, or of columns where c is wider than tall. Each packs what its share
+// reads, so the threads never wait for each other until the end (a team's barrier costs a sleep and a wake-up under
 // OMP_WAIT_POLICY=PASSIVE, and a long product would need two per block of terms).
 template <typename TA, typename TB>
 void shared_product(i64 m, i64 n, i64 k, float alpha, const TA* a, i64 lda, bool trans_a, const TB* b, i64 ldb,
                     bool trans_b, float beta, float* c, i64 ldc, bool parallel) {
-#pragma omp parallel if (parallel)
+  if (!parallel) return blocked_product(m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc);
+#pragma omp parallel
   {
     const i64 team = omp_get_num_threads(), me = omp_get_thread_num();
     const bool by_rows = m >= n;
