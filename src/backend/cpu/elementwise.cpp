@@ -17,21 +17,26 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kGeluCubic = 0.044715f;
 }  // namespace
 
-void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, const i64* b_strides, float* out,
-            const i64* shape, int rank) {
+namespace {
+
+// binary() for one op, fixed at compile time: with the op's switch inside the loop (apply_binary),
+// GCC vectorised neither loop, and a residual add ran at 14 GB/s where a scale runs at 200.
+template <BinaryOp kOp>
+void binary_of(const float* a, const i64* a_strides, const float* b, const i64* b_strides, float* out,
+               const i64* shape, int rank) {
   const Shape dims(shape, shape + rank);
   const i64 n = shape_numel(dims);
   const Shape contiguous = contiguous_strides(dims);
   const bool a_dense = Shape(a_strides, a_strides + rank) == contiguous;
   const bool b_dense = Shape(b_strides, b_strides + rank) == contiguous;
   if (a_dense && b_dense) {
-#pragma omp parallel for if (n > 65536)
-    for (i64 i = 0; i < n; ++i) out[i] = apply_binary(op, a[i], b[i]);
+#pragma omp parallel for simd if (n > 65536)
+    for (i64 i = 0; i < n; ++i) out[i] = apply_binary(kOp, a[i], b[i]);
     return;
   }
   // Broadcast: rows of the innermost dim in parallel; each row finds its input offsets once.
   if (rank == 0 || n == 0) {
-    if (n) out[0] = apply_binary(op, a[0], b[0]);
+    if (n) out[0] = apply_binary(kOp, a[0], b[0]);
     return;
   }
   const i64 cols = dims[static_cast<std::size_t>(rank - 1)], rows = n / cols;
@@ -46,7 +51,29 @@ void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, c
       bo += index * b_strides[d];
     }
     float* o = out + row * cols;
-    for (i64 c = 0; c < cols; ++c) o[c] = apply_binary(op, a[ao + c * a_step], b[bo + c * b_step]);
+    const float *ar = a + ao, *br = b + bo;
+    if (a_step == 1 && b_step == 1) {  // a row of each (out may be a's row: same index, no overlap otherwise)
+#pragma omp simd
+      for (i64 c = 0; c < cols; ++c) o[c] = apply_binary(kOp, ar[c], br[c]);
+    } else if (a_step == 1 && b_step == 0) {  // a row and a scalar (a bias column, a per-row factor)
+      const float bv = br[0];
+#pragma omp simd
+      for (i64 c = 0; c < cols; ++c) o[c] = apply_binary(kOp, ar[c], bv);
+    } else {
+      for (i64 c = 0; c < cols; ++c) o[c] = apply_binary(kOp, ar[c * a_step], br[c * b_step]);
+    }
+  }
+}
+
+}  // namespace
+
+void binary(BinaryOp op, const float* a, const i64* a_strides, const float* b, const i64* b_strides, float* out,
+            const i64* shape, int rank) {
+  switch (op) {
+    case BinaryOp::add: return binary_of<BinaryOp::add>(a, a_strides, b, b_strides, out, shape, rank);
+    case BinaryOp::sub: return binary_of<BinaryOp::sub>(a, a_strides, b, b_strides, out, shape, rank);
+    case BinaryOp::mul: return binary_of<BinaryOp::mul>(a, a_strides, b, b_strides, out, shape, rank);
+    case BinaryOp::div: return binary_of<BinaryOp::div>(a, a_strides, b, b_strides, out, shape, rank);
   }
 }
 
@@ -127,10 +154,23 @@ void swiglu_backward(const float* gate, const float* up, const float* dy, float*
     float s[kSigmoidBlock];
     const i64 len = std::min(kSigmoidBlock, n - start);
     sigmoid_array(gate + start, s, len);
-    for (i64 j = 0; j < len; ++j) {
-      const i64 i = start + j;
-      if (dgate) dgate[i] = dy[i] * up[i] * s[j] * (1.0f + gate[i] * (1.0f - s[j]));
-      if (dup) dup[i] = dy[i] * gate[i] * s[j];
+    const float *g = gate + start, *u = up + start, *d = dy + start;
+    // One loop per set of outputs asked for: a test inside the loop kept GCC from vectorising it.
+    if (dgate && dup) {
+      float *dg = dgate + start, *du = dup + start;
+#pragma omp simd
+      for (i64 j = 0; j < len; ++j) {
+        dg[j] = d[j] * u[j] * s[j] * (1.0f + g[j] * (1.0f - s[j]));
+        du[j] = d[j] * g[j] * s[j];
+      }
+    } else if (dgate) {
+      float* dg = dgate + start;
+#pragma omp simd
+      for (i64 j = 0; j < len; ++j) dg[j] = d[j] * u[j] * s[j] * (1.0f + g[j] * (1.0f - s[j]));
+    } else if (dup) {
+      float* du = dup + start;
+#pragma omp simd
+      for (i64 j = 0; j < len; ++j) du[j] = d[j] * g[j] * s[j];
     }
   }
 }

@@ -5,16 +5,22 @@
 
 namespace loracpp::backend::cpu {
 
+// The row sums are in double. GCC vectorises a reduction only where it may reorder the sum, which
+// `omp simd reduction` allows; without it each row's sum was one scalar chain (RMSNorm at a tenth
+// of the speed of a pass over memory).
+
 // y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps)
 void rms_norm_forward(const float* x, const float* w, float* y, float* rstd, i64 rows, i64 dim, float eps) {
 #pragma omp parallel for if (rows * dim > 16384)
   for (i64 r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
     double sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (i64 d = 0; d < dim; ++d) sum += static_cast<double>(xr[d]) * xr[d];
     const float s = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(dim) + eps));
     rstd[r] = s;
     float* yr = y + r * dim;
+#pragma omp simd
     for (i64 d = 0; d < dim; ++d) yr[d] = xr[d] * s * w[d];
   }
 }
@@ -27,11 +33,13 @@ void rms_norm_backward(const float* x, const float* w, const float* rstd, const 
     const float* xr = x + r * dim;
     const float* gr = dy + r * dim;
     double dot = 0;
+#pragma omp simd reduction(+ : dot)
     for (i64 d = 0; d < dim; ++d) dot += static_cast<double>(gr[d]) * w[d] * xr[d];
     const float s = rstd[r];
     const float c = static_cast<float>(dot / static_cast<double>(dim)) * s * s;
     if (dx) {
       float* out = dx + r * dim;
+#pragma omp simd
       for (i64 d = 0; d < dim; ++d) out[d] = s * (gr[d] * w[d] - xr[d] * c);
     }
   }
