@@ -69,5 +69,19 @@ TEST(CpuCopy, TransposesAndLowerRanks) {
   }
 }
 
+// Copies above the size the threads share: rows moved whole (attention's head split), elements one
+// by one (a transpose, a permute with the innermost dim moved), and a copy between equal dtypes.
+TEST(CpuCopy, LargeCopiesSharedByTheThreads) {
+  for (const std::size_t element : {2u, 4u}) {
+    expect_permuted_copy({2, 256, 12, 64}, {0, 2, 1, 3}, element);
+    expect_permuted_copy({700, 390}, {1, 0}, element);
+    expect_permuted_copy({3, 200, 300}, {0, 2, 1}, element);
+  }
+  std::vector<float> src(300001), dst(src.size(), 0.0f);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i) * 0.5f;
+  convert(src.data(), DType::f32, dst.data(), DType::f32, static_cast<i64>(src.size()));
+  EXPECT_EQ(dst, src);
+}
+
 }  // namespace
 }  // namespace loracpp::backend::cpu

@@ -233,7 +233,9 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
               exp_shifted(pr, lse_tile[r], 1.0f, pr, visible);
             }
             float d = 0;  // delta_r = sum_c dout[r, c] * out[r, c]
-            for (i64 c = 0; c < g.v_dim; ++c) d += do_tile.f32[r * g.v_dim + c] * o_tile[r * g.v_dim + c];
+            const float *dor = do_tile.f32 + r * g.v_dim, *or_ = o_tile + r * g.v_dim;
+#pragma omp simd reduction(+ : d)
+            for (i64 c = 0; c < g.v_dim; ++c) d += dor[c] * or_[c];
             delta[static_cast<std::size_t>(r)] = d;
           }
           // dv += pᵀ dout; dp = dout vᵀ; ds = p (dp - delta); dq = scale ds k; dk += scale dsᵀ q
