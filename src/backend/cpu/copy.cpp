@@ -63,15 +63,16 @@ void copy_elements(const T* in, const i64* src_strides, T* out, const i64* dst_s
   const i64 rows = rank >= 2 ? dims[rank - 2] : 1, cols = dims[rank - 1];
   const i64 s_row = rank >= 2 ? src_strides[rank - 2] : 0, s_col = src_strides[rank - 1];
   const i64 d_row = rank >= 2 ? dst_strides[rank - 2] : 0, d_col = dst_strides[rank - 1];
+  auto row = [&](const T* from, T* to, i64 i) {
+    for (i64 j = 0; j < cols; ++j) to[i * d_row + j * d_col] = from[i * s_row + j * s_col];
+  };
   auto plane = [&](const T* from, T* to) {
-    for (i64 i = 0; i < rows; ++i)
-      for (i64 j = 0; j < cols; ++j) to[i * d_row + j * d_col] = from[i * s_row + j * s_col];
+    for (i64 i = 0; i < rows; ++i) row(from, to, i);
   };
   const bool threaded = shape_numel(dims) * static_cast<i64>(sizeof(T)) > kThreadedCopyBytes;
   if (rank <= 2) {
 #pragma omp parallel for if (threaded)
-    for (i64 i = 0; i < rows; ++i)
-      for (i64 j = 0; j < cols; ++j) out[i * d_row + j * d_col] = in[i * s_row + j * s_col];
+    for (i64 i = 0; i < rows; ++i) row(in, out, i);
     return;
   }
   const Shape outer(dims.begin(), dims.end() - 2);
@@ -86,7 +87,7 @@ void copy_elements(const T* in, const i64* src_strides, T* out, const i64* dst_s
 
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
   if (src_dtype == dst_dtype) {
-    const auto bytes = static_cast<i64>(n * static_cast<i64>(dtype_size(src_dtype)));
+    const i64 bytes = n * static_cast<i64>(dtype_size(src_dtype));
     constexpr i64 kPiece = i64{1} << 16;
 #pragma omp parallel for if (bytes > kThreadedCopyBytes)
     for (i64 start = 0; start < bytes; start += kPiece)

@@ -10,7 +10,7 @@ void rope(const float* x, float* y, i64 outer, i64 seq, i64 head_dim, const floa
   const i64 half = head_dim / 2;
   // The angles depend on position and pair only: one table per call serves every head.
   std::vector<float> cos_table(static_cast<std::size_t>(seq * half)), sin_table(cos_table.size());
-#pragma omp parallel for if (seq * half >= 4096)  // libm sin and cos: about 40 ns a pair
+#pragma omp parallel for if (seq * half >= 4096)  // each angle: a libm sin and cos
   for (i64 t = 0; t < seq; ++t) {
     const auto pos = static_cast<float>(pos_offset + t);
     for (i64 i = 0; i < half; ++i) {
