@@ -1,8 +1,10 @@
 // The vectorisable exp stays within a few ulp of std::exp and gives 0 for -inf; the array max
-// agrees with a scalar loop of std::max.
+// agrees with a scalar loop of std::max; the array rounding to bf16 agrees with float_to_bf16.
 #include "backend/cpu/vec_math.h"
 
 #include <cmath>
+#include <cstring>
+#include <iterator>
 #include <limits>
 
 #include "test_util.h"
@@ -73,6 +75,34 @@ TEST(SigmoidArray, AgreesWithTheLogisticFunctionAtEveryLength) {
       EXPECT_NEAR(s[static_cast<std::size_t>(i)], 1.0f / (1.0f + std::exp(-v)), 3e-7f) << "n = " << n << ", i = " << i;
     }
     EXPECT_EQ(s.back(), -1.0f) << "wrote past n = " << n;
+  }
+}
+
+TEST(ToBf16, RoundsAsFloatToBf16AtEveryLength) {
+  // Ties (both ways), values that round up into the next binade, infinities, a NaN and ordinary
+  // values, scaled on the way; every tail length on both sides of a vector's 16 lanes.
+  std::vector<float> x(53);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(1.3f * static_cast<float>(i)) * 1000.0f;
+  const std::uint32_t patterns[] = {0x3f808000u, 0x3f818000u, 0x3f7fffffu, 0xc07fff80u, 0x7f7fffffu};
+  for (std::size_t i = 0; i < std::size(patterns); ++i) std::memcpy(&x[3 * i + 1], &patterns[i], 4);
+  x[20] = std::numeric_limits<float>::infinity();
+  x[21] = -std::numeric_limits<float>::infinity();
+  x[22] = std::numeric_limits<float>::quiet_NaN();
+  for (const float scale : {1.0f, -0.37f}) {
+    for (std::int64_t n = 0; n <= static_cast<std::int64_t>(x.size()); ++n) {
+      std::vector<std::uint16_t> out(static_cast<std::size_t>(n) + 1, 0xabcd);
+      to_bf16(x.data(), out.data(), n, scale);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float v = x[static_cast<std::size_t>(i)] * scale;
+        const std::uint16_t got = out[static_cast<std::size_t>(i)];
+        if (std::isnan(v)) {
+          EXPECT_TRUE(std::isnan(bf16_to_float(got))) << "n = " << n << ", i = " << i;
+        } else {
+          EXPECT_EQ(got, float_to_bf16(v)) << "n = " << n << ", i = " << i << ", scale " << scale;
+        }
+      }
+      EXPECT_EQ(out.back(), 0xabcd) << "wrote past n = " << n;
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/vec_math.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -93,6 +94,13 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n
     for (i64 start = 0; start < bytes; start += kPiece)
       std::memcpy(static_cast<std::byte*>(dst) + start, static_cast<const std::byte*>(src) + start,
                   static_cast<std::size_t>(std::min(kPiece, bytes - start)));
+    return;
+  }
+  if (src_dtype == DType::f32 && dst_dtype == DType::bf16) {  // activations rounded for bf16 products
+    constexpr i64 kPiece = i64{1} << 14;
+#pragma omp parallel for if (n > 65536)
+    for (i64 start = 0; start < n; start += kPiece)
+      to_bf16(static_cast<const float*>(src) + start, static_cast<std::uint16_t*>(dst) + start, std::min(kPiece, n - start));
     return;
   }
   switch (src_dtype) {

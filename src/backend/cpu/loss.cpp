@@ -80,7 +80,7 @@ void cross_entropy_with_bf16_grad(const float* logits, const i64* targets, float
       }
       loss[r] = lse[r] - row[t];
       const float k = grad_scale / sum;
-      for (i64 v = 0; v < vocab; ++v) out[v] = float_to_bf16(exps[static_cast<std::size_t>(v)] * k);  // vectorised
+      to_bf16(exps.data(), out, vocab, k);
       out[t] = float_to_bf16(exps[static_cast<std::size_t>(t)] * k - grad_scale);
     }
   }

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/dtype.h"
+
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #define LORACPP_VECTOR_FLOATS 1
@@ -124,8 +126,15 @@ inline Floats fast_exp(Floats x) {
   p = Floats::fma(p, r, Floats::all(1.6666665459e-1f));
   p = Floats::fma(p, r, Floats::all(5.0000001201e-1f));
   const Floats e = Floats::fma(p * r, r, r) + Floats::all(1.0f);
+#if defined(__AVX512F__)
+  // e 2^n in one instruction, with the lanes below the range zeroed by its mask: three fewer
+  // operations than building 2^n in the exponent bits, a sixth of a softmax row's time.
+  const __m512 y = _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x.v, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), e.v, n.v);
+  return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, _mm512_set1_ps(88.0f), _CMP_GT_OQ), y, _mm512_set1_ps(__builtin_inff()))};
+#else
   const Floats y = Floats::if_below(x, -87.0f, Floats::all(0.0f), e * n.pow2());
   return Floats::if_above(x, 88.0f, Floats::all(__builtin_inff()), y);
+#endif
 }
 #endif
 
@@ -174,6 +183,20 @@ inline void sigmoid_array(const float* x, float* s, std::int64_t n) {
     (one / (one + fast_exp(Floats::all(0.0f) - Floats::load(x + i)))).store(s + i);
 #endif
   for (; i < n; ++i) s[i] = 1.0f / (1.0f + fast_exp(-x[i]));
+}
+
+// out[i] = x[i] * scale rounded to bf16 (to nearest, ties to even). Where the build targets
+// AVX512-BF16, through its conversion (32 bytes out per instruction), which takes inputs below f32's
+// normal range (under 1.2e-38) as zero; else through float_to_bf16, which GCC vectorises.
+inline void to_bf16(const float* x, std::uint16_t* out, std::int64_t n, float scale = 1.0f) {
+  std::int64_t i = 0;
+#if defined(__AVX512BF16__)
+  const __m512 k = _mm512_set1_ps(scale);
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                        reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(x + i), k))));
+#endif
+  for (; i < n; ++i) out[i] = float_to_bf16(x[i] * scale);
 }
 
 }  // namespace loracpp::backend::cpu
