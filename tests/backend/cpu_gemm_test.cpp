@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_bf16_narrow.h"
 #include "core/dtype.h"
 #include "test_util.h"
 
@@ -137,6 +138,31 @@ TEST(CpuGemmBf16, ProductsMatchTheReferenceForFewRowsAndForManyPanels) {
     expect_bf16_matches_reference(trans_b, 9, 50, 40);  // just past it: packed (natively, oneDNN's)
     expect_bf16_matches_reference(trans_b, 40, 4200, 600);  // two blocks of columns, three of terms
   }
+}
+
+// A LoRA branch's rank-r products: few columns of c (x Aᵀ, g B), which run through our
+// dot-product kernel with AVX512-BF16: every width up to a vector's 16 lanes, row counts around
+// the kernel's blocks of 8, odd term counts (the last pair half empty), and threaded. Few rows of
+// c (uᵀ x) stay with oneDNN; checked here all the same.
+TEST(CpuGemmBf16, NarrowProductsMatchTheReference) {
+  for (const bool trans_b : {true, false})
+    for (const i64 n : {1, 7, 16})
+      for (const i64 m : {1, 7, 8, 37})
+        for (const i64 k : {1, 2, 63, 1025}) expect_bf16_matches_reference(trans_b, m, n, k);
+  expect_bf16_matches_reference(true, 300, 16, 768);
+  expect_bf16_matches_reference(false, 16, 768, 1024);
+}
+
+TEST(CpuGemmBf16, NarrowKernelTakesOnlyNarrowProducts) {
+  const std::vector<std::uint16_t> a(64 * 64, float_to_bf16(0.5f)), b(a);
+  std::vector<float> c(64 * 64, -1.0f);
+  EXPECT_FALSE(gemm_bf16_narrow(true, 16, 17, 64, a.data(), 64, b.data(), 64, c.data(), 64));
+  EXPECT_FALSE(gemm_bf16_narrow(false, 16, 16, 0, a.data(), 64, b.data(), 64, c.data(), 64));
+  EXPECT_EQ(c[0], -1.0f);
+#if defined(__AVX512BF16__)
+  EXPECT_TRUE(gemm_bf16_narrow(true, 64, 16, 64, a.data(), 64, b.data(), 64, c.data(), 64));
+  EXPECT_EQ(c[0], 16.0f);
+#endif
 }
 
 }  // namespace

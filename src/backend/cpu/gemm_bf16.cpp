@@ -1,7 +1,8 @@
 // bf16 x bf16 -> f32 products for frozen bf16 weights. With oneDNN (Debian's libdnnl) they run on
 // AVX512-BF16 where the CPU has it, about twice the f32 GEMM rate; a matmul primitive is built
-// once per shape and kept. Where oneDNN has no bf16 product for this CPU (one without AVX-512, say)
-// or the build has no oneDNN, the products are our packed kernel's (gemm_packed.h), which widens
+// once per shape and kept. Products with at most 16 columns (a LoRA branch's x Aᵀ and g B) run
+// through our own kernel there (gemm_bf16_narrow.h). Where oneDNN has no bf16 product for this CPU (one
+// without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's (gemm_packed.h), which widens
 // the operands to f32 as it packs them: the same values, since a product of two bf16 values is
 // exact in f32.
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemm_bf16_narrow.h"
 #include "backend/cpu/gemm_packed.h"
 #include "core/dtype.h"
 
@@ -132,6 +134,7 @@ void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 ld
   if (m == 0 || n == 0) return;
 #if defined(LORACPP_HAVE_ONEDNN)
   if (bf16_products_native()) {
+    if (gemm_bf16_narrow(trans_b, m, n, k, a, lda, b, ldb, c, ldc)) return;
     auto& dnn = onednn();
     std::lock_guard lock(dnn.mutex);
     auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc);
