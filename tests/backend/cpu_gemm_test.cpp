@@ -140,35 +140,27 @@ TEST(CpuGemmBf16, ProductsMatchTheReferenceForFewRowsAndForManyPanels) {
   }
 }
 
-// A LoRA branch's rank-r products, which run through our dot-product kernels with AVX512-BF16:
-// few columns of c (x Aᵀ, g B), every width up to a vector's 16 lanes, row counts around the
-// kernel's blocks, odd term counts (the last pair half empty); few rows of c (uᵀ x), every row
-// count up to 16, whole and partial blocks of 16 columns; both threaded.
+// A LoRA branch's rank-r products: few columns of c (x Aᵀ, g B), which run through our
+// dot-product kernel with AVX512-BF16: every width up to a vector's 16 lanes, row counts around
+// the kernel's blocks of 8, odd term counts (the last pair half empty), and threaded. Few rows of
+// c (uᵀ x) stay with oneDNN; checked here all the same.
 TEST(CpuGemmBf16, NarrowProductsMatchTheReference) {
   for (const bool trans_b : {true, false})
     for (const i64 n : {1, 7, 16})
       for (const i64 m : {1, 7, 8, 37})
         for (const i64 k : {1, 2, 63, 1025}) expect_bf16_matches_reference(trans_b, m, n, k);
-  for (i64 m = 1; m <= 16; ++m)
-    for (const i64 n : {17, 40, 64})
-      for (const i64 k : {1, 2, 7, 130}) expect_bf16_matches_reference(false, m, n, k);
   expect_bf16_matches_reference(true, 300, 16, 768);
-  expect_bf16_matches_reference(false, 16, 771, 1024);
-  expect_bf16_matches_reference(true, 16, 40, 64);  // b transposed: oneDNN's
+  expect_bf16_matches_reference(false, 16, 768, 1024);
 }
 
 TEST(CpuGemmBf16, NarrowKernelTakesOnlyNarrowProducts) {
   const std::vector<std::uint16_t> a(64 * 64, float_to_bf16(0.5f)), b(a);
   std::vector<float> c(64 * 64, -1.0f);
-  EXPECT_FALSE(gemm_bf16_narrow(false, 17, 17, 64, a.data(), 64, b.data(), 64, c.data(), 64));
   EXPECT_FALSE(gemm_bf16_narrow(true, 16, 17, 64, a.data(), 64, b.data(), 64, c.data(), 64));
   EXPECT_FALSE(gemm_bf16_narrow(false, 16, 16, 0, a.data(), 64, b.data(), 64, c.data(), 64));
   EXPECT_EQ(c[0], -1.0f);
 #if defined(__AVX512BF16__)
   EXPECT_TRUE(gemm_bf16_narrow(true, 64, 16, 64, a.data(), 64, b.data(), 64, c.data(), 64));
-  EXPECT_EQ(c[0], 16.0f);
-  c[0] = -1.0f;
-  EXPECT_TRUE(gemm_bf16_narrow(false, 16, 64, 64, a.data(), 64, b.data(), 64, c.data(), 64));
   EXPECT_EQ(c[0], 16.0f);
 #endif
 }

@@ -1,15 +1,14 @@
 #pragma once
-// bf16 products with at most 16 columns or rows (a LoRA branch's rank-r products) through
-// AVX512-BF16's dot-product instruction, where the build targets it (gemm_bf16_narrow.cpp).
+// bf16 products with at most 16 columns (a LoRA branch's x Aᵀ and g B) through AVX512-BF16's
+// dot-product instruction, where the build targets it (gemm_bf16_narrow.cpp).
 #include <cstdint>
 
 #include "backend/kernels.h"
 
 namespace loracpp::backend::cpu {
 
-// c[m, n] = a[m, k] op(b)[k, n] in f32 (a row-major; b as gemm_bf16 takes it) when n <= 16, or
-// m <= 16 with b not transposed, k > 0 and the build has the instruction; returns false, with c
-// untouched, for any other product.
+// c[m, n] = a[m, k] op(b)[k, n] in f32 (a row-major; b as gemm_bf16 takes it) when n <= 16, k > 0
+// and the build has the instruction; returns false, with c untouched, for any other product.
 bool gemm_bf16_narrow(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b,
                       i64 ldb, float* c, i64 ldc);
 
