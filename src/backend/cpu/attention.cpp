@@ -76,7 +76,7 @@ class TileProducts {
   Operand rounded(const float* values, i64 n) {
     if (!bf16_) return {values};
     std::uint16_t* out = rounded_.data();
-    for (i64 i = 0; i < n; ++i) out[i] = float_to_bf16(values[i]);  // vectorised by the compiler
+    to_bf16(values, out, n);
     return {values, out};
   }
 

@@ -100,7 +100,8 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n
     constexpr i64 kPiece = i64{1} << 14;
 #pragma omp parallel for if (n > 65536)
     for (i64 start = 0; start < n; start += kPiece)
-      to_bf16(static_cast<const float*>(src) + start, static_cast<std::uint16_t*>(dst) + start, std::min(kPiece, n - start));
+      to_bf16(static_cast<const float*>(src) + start, static_cast<std::uint16_t*>(dst) + start,
+              std::min(kPiece, n - start));
     return;
   }
   switch (src_dtype) {

@@ -1,10 +1,10 @@
 // bf16 x bf16 -> f32 products for frozen bf16 weights. With oneDNN (Debian's libdnnl) they run on
 // AVX512-BF16 where the CPU has it, about twice the f32 GEMM rate; a matmul primitive is built
 // once per shape and kept. Products with at most 16 columns (a LoRA branch's x Aᵀ and g B) run
-// through our own kernel there (gemm_bf16_narrow.h). Where oneDNN has no bf16 product for this CPU (one
-// without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's (gemm_packed.h), which widens
-// the operands to f32 as it packs them: the same values, since a product of two bf16 values is
-// exact in f32.
+// through our own kernel there (gemm_bf16_narrow.h). Where oneDNN has no bf16 product for this CPU
+// (one without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's
+// (gemm_packed.h), which widens the operands to f32 as it packs them: the same values, since a
+// product of two bf16 values is exact in f32.
 #include <algorithm>
 #include <map>
 #include <mutex>
