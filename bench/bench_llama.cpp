@@ -105,7 +105,7 @@ double bf16_gemm_gflops() {
   std::vector<std::uint16_t> a(static_cast<std::size_t>(n * n), float_to_bf16(0.5f)), b(a);
   std::vector<float> c(a.size());
   auto gemm = LORACPP_KERNEL(Device::cpu, gemm_bf16);
-  return best_rate(2.0 * static_cast<double>(n * n * n), [&] { gemm(true, n, n, n, a.data(), n, b.data(), n, c.data(), n); });
+  return best_rate(2.0 * static_cast<double>(n * n * n), [&] { gemm(true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n); });
 }
 
 #if defined(LORACPP_WITH_CUDA)
@@ -120,7 +120,8 @@ double cuda_gemm_gflops(bool bf16) {
   const auto& k = backend::kernels(Device::cuda);
   return best_rate(2.0 * static_cast<double>(n * n * n), [&] {
     if (bf16) {
-      k.gemm_bf16(true, n, n, n, a.data<std::uint16_t>(), n, b.data<std::uint16_t>(), n, c.mutable_data<float>(), n);
+      k.gemm_bf16(true, n, n, n, 1.0f, a.data<std::uint16_t>(), n, b.data<std::uint16_t>(), n, 0.0f,
+                  c.mutable_data<float>(), n);
     } else {
       k.gemm(false, false, n, n, n, 1.0f, a.data<float>(), n, b.data<float>(), n, 0.0f, c.mutable_data<float>(), n);
     }

@@ -63,10 +63,11 @@ struct AttentionGeometry {
   /* c[m,n] = alpha * op(a)[m,k] op(b)[k,n] + beta * c; op transposes when its flag is set */                \
   X(gemm, void(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,        \
                const float* b, i64 ldb, float beta, float* c, i64 ldc))                                      \
-  /* c[m,n] (f32) = a[m,k] (bf16, row-major) op(b) (bf16): b is [n,k] when trans_b, else [k,n]; f32          \
-     accumulation (oneDNN where the CPU multiplies bf16, else our f32 kernel, widened as packed) */          \
-  X(gemm_bf16, void(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda,                     \
-                    const std::uint16_t* b, i64 ldb, float* c, i64 ldc))                                     \
+  /* c[m,n] (f32) = alpha * a[m,k] (bf16, row-major) op(b) (bf16) + beta * c: b is [n,k] when trans_b,    \
+     else [k,n]; f32 accumulation (oneDNN where the CPU multiplies bf16, else our f32 kernel, widened as     \
+     packed); c is not read when beta is 0 */                                                                \
+  X(gemm_bf16, void(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,        \
+                    const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc))                         \
   /* out[shape] = a op b, a and b read through strides (0 on broadcast dims) */                              \
   X(binary, void(BinaryOp op, const float* a, const i64* a_strides, const float* b, const i64* b_strides,    \
                  float* out, const i64* shape, int rank))                                                    \

@@ -98,8 +98,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
           LORACPP_KERNEL(device, cross_entropy_with_bf16_grad)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0,
                                                                inv_count, g16.mutable_data<std::uint16_t>(), m, vocab,
                                                                ignore_index);
-          LORACPP_KERNEL(device, gemm_bf16)(false, m, in, vocab, g16.data<std::uint16_t>(), vocab,
-                                            w.data<std::uint16_t>(), in, dx_rows, in);
+          LORACPP_KERNEL(device, gemm_bf16)(false, m, in, vocab, 1.0f, g16.data<std::uint16_t>(), vocab,
+                                            w.data<std::uint16_t>(), in, 0.0f, dx_rows, in);
         } else {
           LORACPP_KERNEL(device, cross_entropy_with_grad)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0,
                                                           inv_count, f32(logits), m, vocab, ignore_index);
@@ -118,8 +118,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
         float* dx_rows = f32(dx) + r0 * in;
         if (w.dtype() == DType::bf16) {
           const Tensor g16 = cast_raw(logits, DType::bf16);
-          LORACPP_KERNEL(device, gemm_bf16)(false, m, in, vocab, g16.data<std::uint16_t>(), vocab,
-                                            w.data<std::uint16_t>(), in, dx_rows, in);
+          LORACPP_KERNEL(device, gemm_bf16)(false, m, in, vocab, 1.0f, g16.data<std::uint16_t>(), vocab,
+                                            w.data<std::uint16_t>(), in, 0.0f, dx_rows, in);
         } else {
           LORACPP_KERNEL(device, gemm)(false, false, m, in, vocab, 1.0f, f32(logits), vocab, f32(w), in, 0.0f, dx_rows,
                                        in);

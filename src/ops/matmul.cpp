@@ -50,8 +50,9 @@ Tensor matmul_bf16_weight(const Tensor& a, const Tensor& b) {
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(n);
   Tensor out = empty_f32(out_shape, a.device());
-  LORACPP_KERNEL(a.device(), gemm_bf16)(trans_b, m_total, n, k, a16.data<std::uint16_t>(), std::max<std::int64_t>(k, 1),
-                                        bc.data<std::uint16_t>(), ldb, f32(out), std::max<std::int64_t>(n, 1));
+  LORACPP_KERNEL(a.device(), gemm_bf16)(trans_b, m_total, n, k, 1.0f, a16.data<std::uint16_t>(),
+                                        std::max<std::int64_t>(k, 1), bc.data<std::uint16_t>(), ldb, 0.0f, f32(out),
+                                        std::max<std::int64_t>(n, 1));
   return out;
 }
 
@@ -182,8 +183,9 @@ Tensor transposed_bf16(const Tensor& m) { return cast_raw(contiguous_raw(transpo
 
 // lora_linear over a bf16 base weight (the bf16 training path). x is rounded to bf16 once (and
 // shared with other projections of the same activation), and kept in bf16 for the backward pass.
-// Every product that reads x or the upstream gradient runs in bf16 with f32 accumulation; the two
-// rank-r expansions (t Bᵀ into y, u A into dx) and A and B themselves stay f32.
+// Every product runs in bf16 with f32 accumulation: those that read x or the upstream gradient,
+// and the two rank-r expansions added into the frozen products' outputs (t Bᵀ into y, u A into
+// dx), whose factors t and u are rounded for them; A and B themselves stay f32.
 Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& a, const Tensor& b,
                         float scale) {
   const std::int64_t in = weight.size(1), out = weight.size(0), r = a.size(0);
@@ -192,19 +194,18 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   const Tensor x16 = as_bf16(x), w = contiguous_raw(weight);
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
   const Tensor a16 = cast_raw(af, DType::bf16), b16 = cast_raw(bf, DType::bf16);
-  auto gemm = LORACPP_KERNEL(device, gemm);
   auto gemm16 = LORACPP_KERNEL(device, gemm_bf16);
   auto u16 = [](const Tensor& t) { return t.data<std::uint16_t>(); };
   // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
   Tensor y = empty_f32({n, out}, device);
-  gemm16(true, n, out, in, u16(x16), in, u16(w), in, f32(y), out);
+  gemm16(true, n, out, in, 1.0f, u16(x16), in, u16(w), in, 0.0f, f32(y), out);
   add_bias(y, bias);
   Tensor t = empty_f32({n, r}, device);
-  gemm16(true, n, r, in, u16(x16), in, u16(a16), in, f32(t), r);
-  gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
+  gemm16(true, n, r, in, 1.0f, u16(x16), in, u16(a16), in, 0.0f, f32(t), r);
+  gemm16(true, n, out, r, scale, u16(cast_raw(t, DType::bf16)), r, u16(b16), r, 1.0f, f32(y), out);
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
   return record(OpId::lora_linear, result, {x, weight, bias, a, b},
-                [x16, t, af, b16, w, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
+                [x16, t, a16, b16, w, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
                   const Device grad_device = grad.device();
                   auto product = LORACPP_KERNEL(grad_device, gemm);
                   auto product16 = LORACPP_KERNEL(grad_device, gemm_bf16);
@@ -213,12 +214,13 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
                   Tensor u;  // g B [n, r], shared by dx and dA
                   if (node.needs_grad(0) || node.needs_grad(3)) {
                     u = empty_f32({n, r}, grad_device);
-                    product16(false, n, r, out, u16(g16), out, u16(b16), r, f32(u), r);
+                    product16(false, n, r, out, 1.0f, u16(g16), out, u16(b16), r, 0.0f, f32(u), r);
                   }
                   if (node.needs_grad(0)) {  // dx = g W + scale u A
                     Tensor dx = empty_f32({n, in}, grad_device);
-                    product16(false, n, in, out, u16(g16), out, u16(w), in, f32(dx), in);
-                    product(false, false, n, in, r, scale, f32(u), r, f32(af), in, 1.0f, f32(dx), in);
+                    product16(false, n, in, out, 1.0f, u16(g16), out, u16(w), in, 0.0f, f32(dx), in);
+                    product16(false, n, in, r, scale, u16(cast_raw(u, DType::bf16)), r, u16(a16), in, 1.0f, f32(dx),
+                              in);
                     grads[0] = cast_raw(view_as(dx, node.inputs[0].shape()), node.inputs[0].dtype());
                   }
                   if (node.needs_grad(1)) {  // a trainable base weight (not LoRA's case): gᵀ x, in f32
@@ -231,16 +233,14 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
                     grads[2] = cast_raw(sum_to(view_as(as_f32(grad), {n, out}), {out}), node.inputs[2].dtype());
                   if (node.needs_grad(3)) {  // dA = scale uᵀ x
                     Tensor da = empty_f32({r, in}, grad_device);
-                    product16(false, r, in, n, u16(transposed_bf16(u)), n, u16(x16), in, f32(da), in);
-                    LORACPP_KERNEL(grad_device, scale)(f32(da), scale, f32(da), da.numel());
+                    product16(false, r, in, n, scale, u16(transposed_bf16(u)), n, u16(x16), in, 0.0f, f32(da), in);
                     grads[3] = cast_raw(da, node.inputs[3].dtype());
                   }
                   if (node.needs_grad(4)) {  // dB = scale gᵀ t, as (tᵀ g)ᵀ so that g is read as it lies
                     Tensor dbt = empty_f32({r, out}, grad_device);
-                    product16(false, r, out, n, u16(transposed_bf16(t)), n, u16(g16), out, f32(dbt), out);
-                    Tensor db = contiguous_raw(transposed(dbt));
-                    LORACPP_KERNEL(grad_device, scale)(f32(db), scale, f32(db), db.numel());
-                    grads[4] = cast_raw(db, node.inputs[4].dtype());
+                    product16(false, r, out, n, scale, u16(transposed_bf16(t)), n, u16(g16), out, 0.0f, f32(dbt),
+                              out);
+                    grads[4] = cast_raw(contiguous_raw(transposed(dbt)), node.inputs[4].dtype());
                   }
                   return grads;
                 });

@@ -4,14 +4,17 @@
 // lies or transposed, each beta), the narrow products (few columns of c, or few rows of a
 // transposed product) and BLAS beyond; and the bf16 kernel, exact products of bf16 values summed
 // in f32, on its paths where the CPU has no native bf16 products (b read in place for a few rows,
-// widened a panel at a time beyond).
+// widened a panel at a time beyond), with alpha and beta; and our AVX512-BF16 kernels for few
+// columns and for short inner dimensions.
 #include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/gemm_bf16_narrow.h"
+#include "backend/cpu/gemm_bf16_short.h"
 #include "core/dtype.h"
 #include "test_util.h"
 
@@ -105,8 +108,13 @@ TEST(CpuGemm, BetaZeroOverwritesNonFiniteValuesOnEveryPath) {
       }
 }
 
-// gemm_bf16 against a double-precision loop over the same bf16 values, a and b with padded rows.
-void expect_bf16_matches_reference(bool trans_b, i64 m, i64 n, i64 k) {
+using Bf16Product = void (*)(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                             const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc);
+
+// A bf16 product against a double-precision loop over the same bf16 values, a and b with padded
+// rows: c = alpha a op(b) + beta c. With beta 0, c starts as NaN, which must not be read.
+void expect_bf16_matches_reference(bool trans_b, i64 m, i64 n, i64 k, float alpha = 1.0f, float beta = 0.0f,
+                                   Bf16Product product = gemm_bf16) {
   const i64 lda = k + 3, ldb = (trans_b ? k : n) + 2, ldc = n + 5;
   auto rounded = [](const std::vector<float>& x) {
     std::vector<std::uint16_t> out(x.size());
@@ -115,8 +123,11 @@ void expect_bf16_matches_reference(bool trans_b, i64 m, i64 n, i64 k) {
   };
   const auto a = rounded(values(m * lda, 0.2f)), b = rounded(values((trans_b ? n : k) * ldb, 0.9f));
   auto got = values(m * ldc, 1.1f);
+  if (beta == 0.0f)
+    for (i64 i = 0; i < m; ++i)
+      for (i64 j = 0; j < n; ++j) got[i * ldc + j] = std::numeric_limits<float>::quiet_NaN();
   const auto before = got;
-  gemm_bf16(trans_b, m, n, k, a.data(), lda, b.data(), ldb, got.data(), ldc);
+  product(trans_b, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, got.data(), ldc);
   double worst = 0;
   for (i64 i = 0; i < m; ++i) {
     for (i64 j = 0; j < n; ++j) {
@@ -124,11 +135,15 @@ void expect_bf16_matches_reference(bool trans_b, i64 m, i64 n, i64 k) {
       for (i64 p = 0; p < k; ++p)
         sum += static_cast<double>(bf16_to_float(a[i * lda + p])) *
                static_cast<double>(bf16_to_float(trans_b ? b[j * ldb + p] : b[p * ldb + j]));
-      worst = std::max(worst, std::abs(static_cast<double>(got[i * ldc + j]) - sum));
+      const double want = alpha * sum + (beta == 0.0f ? 0.0 : beta * static_cast<double>(before[i * ldc + j]));
+      const double error = std::abs(static_cast<double>(got[i * ldc + j]) - want);
+      ASSERT_FALSE(std::isnan(error)) << "m " << m << " n " << n << " k " << k << " at " << i << ", " << j;
+      worst = std::max(worst, error);
     }
     for (i64 j = n; j < ldc; ++j) ASSERT_EQ(got[i * ldc + j], before[i * ldc + j]) << "wrote past n in row " << i;
   }
-  EXPECT_LT(worst, 1e-4 * static_cast<double>(k)) << "m " << m << " n " << n << " k " << k << " trans_b " << trans_b;
+  EXPECT_LT(worst, 1e-4 * static_cast<double>(k + 1))
+      << "m " << m << " n " << n << " k " << k << " trans_b " << trans_b << " alpha " << alpha << " beta " << beta;
 }
 
 TEST(CpuGemmBf16, ProductsMatchTheReferenceForFewRowsAndForManyPanels) {
@@ -137,7 +152,23 @@ TEST(CpuGemmBf16, ProductsMatchTheReferenceForFewRowsAndForManyPanels) {
     expect_bf16_matches_reference(trans_b, 8, 130, 64);
     expect_bf16_matches_reference(trans_b, 9, 50, 40);  // just past it: packed (natively, oneDNN's)
     expect_bf16_matches_reference(trans_b, 40, 4200, 600);  // two blocks of columns, three of terms
+    expect_bf16_matches_reference(trans_b, 40, 300, 600, 0.5f, 1.0f);  // scaled, added into c
+    expect_bf16_matches_reference(trans_b, 3, 300, 600, 0.5f, -2.0f);
+    expect_bf16_matches_reference(trans_b, 20, 30, 0, 0.5f, -2.0f);  // no terms: c = beta c
   }
+}
+
+// The same products where bf16 is not native (gemm_bf16's path on such a CPU, called directly so
+// that it runs here too): b read in place for a few rows, a short inner dimension through our f32
+// rank update, widened panels beyond; each scaled and added into c.
+TEST(CpuGemmBf16, WidenedProductsMatchTheReference) {
+  for (const bool trans_b : {true, false})
+    for (const float beta : {0.0f, 1.0f, -2.0f}) {
+      expect_bf16_matches_reference(trans_b, 2, 700, 300, 0.5f, beta, gemm_bf16_widened);
+      expect_bf16_matches_reference(trans_b, 300, 200, 16, 0.5f, beta, gemm_bf16_widened);
+      expect_bf16_matches_reference(trans_b, 40, 130, 7, 0.5f, beta, gemm_bf16_widened);
+      expect_bf16_matches_reference(trans_b, 40, 300, 600, 0.5f, beta, gemm_bf16_widened);
+    }
 }
 
 // A LoRA branch's rank-r products: few columns of c (x Aᵀ, g B), which run through our
@@ -151,16 +182,46 @@ TEST(CpuGemmBf16, NarrowProductsMatchTheReference) {
         for (const i64 k : {1, 2, 63, 1025}) expect_bf16_matches_reference(trans_b, m, n, k);
   expect_bf16_matches_reference(true, 300, 16, 768);
   expect_bf16_matches_reference(false, 16, 768, 1024);
+  for (const bool trans_b : {true, false})
+    for (const float beta : {1.0f, -2.0f}) {
+      expect_bf16_matches_reference(trans_b, 37, 16, 63, 0.5f, beta);
+      expect_bf16_matches_reference(trans_b, 37, 7, 63, 0.5f, beta);
+    }
+}
+
+// A LoRA branch's expansions t Bᵀ and u A: at most 32 terms, added into c, through our short-inner
+// kernel with AVX512-BF16: odd term counts (the last pair half empty), column counts around its
+// blocks of 64 and partial vectors, row counts around its groups of 16, each beta, and threaded.
+TEST(CpuGemmBf16, ShortProductsMatchTheReference) {
+  for (const bool trans_b : {true, false})
+    for (const i64 k : {1, 2, 7, 16, 17, 32})
+      for (const i64 n : {17, 64, 65, 200})
+        for (const i64 m : {1, 15, 16, 33})
+          for (const float beta : {0.0f, 1.0f, -2.0f}) expect_bf16_matches_reference(trans_b, m, n, k, 0.25f, beta);
+  expect_bf16_matches_reference(true, 1024, 768, 16, 2.0f, 1.0f);
+  expect_bf16_matches_reference(false, 1024, 768, 8, 2.0f, 1.0f);
+}
+
+TEST(CpuGemmBf16, ShortKernelTakesOnlyShortProducts) {
+  const std::vector<std::uint16_t> a(64 * 64, float_to_bf16(0.5f)), b(a);
+  std::vector<float> c(64 * 64, -1.0f);
+  EXPECT_FALSE(gemm_bf16_short(true, 64, 64, kShortInner + 1, 1.0f, a.data(), 64, b.data(), 64, 0.0f, c.data(), 64));
+  EXPECT_FALSE(gemm_bf16_short(true, 64, 64, 0, 1.0f, a.data(), 64, b.data(), 64, 0.0f, c.data(), 64));
+  EXPECT_EQ(c[0], -1.0f);
+#if defined(__AVX512BF16__)
+  EXPECT_TRUE(gemm_bf16_short(true, 64, 64, 16, 1.0f, a.data(), 64, b.data(), 64, 1.0f, c.data(), 64));
+  EXPECT_EQ(c[0], 3.0f);  // -1 + 16 * 0.25
+#endif
 }
 
 TEST(CpuGemmBf16, NarrowKernelTakesOnlyNarrowProducts) {
   const std::vector<std::uint16_t> a(64 * 64, float_to_bf16(0.5f)), b(a);
   std::vector<float> c(64 * 64, -1.0f);
-  EXPECT_FALSE(gemm_bf16_narrow(true, 16, 17, 64, a.data(), 64, b.data(), 64, c.data(), 64));
-  EXPECT_FALSE(gemm_bf16_narrow(false, 16, 16, 0, a.data(), 64, b.data(), 64, c.data(), 64));
+  EXPECT_FALSE(gemm_bf16_narrow(true, 16, 17, 64, 1.0f, a.data(), 64, b.data(), 64, 0.0f, c.data(), 64));
+  EXPECT_FALSE(gemm_bf16_narrow(false, 16, 16, 0, 1.0f, a.data(), 64, b.data(), 64, 0.0f, c.data(), 64));
   EXPECT_EQ(c[0], -1.0f);
 #if defined(__AVX512BF16__)
-  EXPECT_TRUE(gemm_bf16_narrow(true, 64, 16, 64, a.data(), 64, b.data(), 64, c.data(), 64));
+  EXPECT_TRUE(gemm_bf16_narrow(true, 64, 16, 64, 1.0f, a.data(), 64, b.data(), 64, 0.0f, c.data(), 64));
   EXPECT_EQ(c[0], 16.0f);
 #endif
 }

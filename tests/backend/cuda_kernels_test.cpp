@@ -78,10 +78,11 @@ TEST_F(CudaKernels, Bf16GemmMatchesTheCpu) {
   const auto af = random(a.size(), 3), bf = random(b.size(), 4);
   for (std::size_t i = 0; i < a.size(); ++i) a[i] = float_to_bf16(af[i]);
   for (std::size_t i = 0; i < b.size(); ++i) b[i] = float_to_bf16(bf[i]);
-  std::vector<float> want(static_cast<std::size_t>(m * n));
-  cpu::gemm_bf16(true, m, n, k, a.data(), k, b.data(), k, want.data(), n);
-  float* c = on_device(std::vector<float>(want.size()));
-  gpu.gemm_bf16(true, m, n, k, on_device(a), k, on_device(b), k, c, n);
+  // c = 0.5 a bᵀ - 2 c over a c of ones, on both.
+  std::vector<float> want(static_cast<std::size_t>(m * n), 1.0f);
+  cpu::gemm_bf16(true, m, n, k, 0.5f, a.data(), k, b.data(), k, -2.0f, want.data(), n);
+  float* c = on_device(std::vector<float>(want.size(), 1.0f));
+  gpu.gemm_bf16(true, m, n, k, 0.5f, on_device(a), k, on_device(b), k, -2.0f, c, n);
   expect_close(to_host(c, want.size()), want, 1e-4f);
 }
 

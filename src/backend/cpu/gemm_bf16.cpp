@@ -1,7 +1,8 @@
 // bf16 x bf16 -> f32 products for frozen bf16 weights. With oneDNN (Debian's libdnnl) they run on
 // AVX512-BF16 where the CPU has it, about twice the f32 GEMM rate; a matmul primitive is built
-// once per shape and kept. Products with at most 16 columns (a LoRA branch's x Aᵀ and g B) run
-// through our own kernel there (gemm_bf16_narrow.h). Where oneDNN has no bf16 product for this CPU
+// once per shape and kept. Products with at most 16 columns (a LoRA branch's x Aᵀ and g B) and
+// those with at most 32 terms (its expansions t Bᵀ and u A) run through our own kernels there
+// (gemm_bf16_narrow.h, gemm_bf16_short.h). Where oneDNN has no bf16 product for this CPU
 // (one without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's
 // (gemm_packed.h), which widens the operands to f32 as it packs them: the same values, since a
 // product of two bf16 values is exact in f32.
@@ -14,6 +15,7 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/gemm_bf16_narrow.h"
+#include "backend/cpu/gemm_bf16_short.h"
 #include "backend/cpu/gemm_packed.h"
 #include "core/dtype.h"
 
@@ -26,22 +28,34 @@ namespace loracpp::backend::cpu {
 namespace {
 
 #if defined(LORACPP_HAVE_ONEDNN)
+// oneDNN's form of c = alpha a b + beta c: alpha scales the output, beta a sum post-op.
+dnnl::primitive_attr scaled_sum(float alpha, float beta) {
+  dnnl::primitive_attr attr;
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.0f) {
+    dnnl::post_ops sum;
+    sum.append_sum(beta);
+    attr.set_post_ops(sum);
+  }
+  return attr;
+}
+
 struct OneDnn {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   std::mutex mutex;
-  using Key = std::tuple<bool, i64, i64, i64, i64, i64, i64>;
+  using Key = std::tuple<bool, i64, i64, i64, i64, i64, i64, float, float>;
   std::map<Key, dnnl::matmul> primitives;
 
-  dnnl::matmul& primitive(bool trans_b, i64 m, i64 n, i64 k, i64 lda, i64 ldb, i64 ldc) {
-    const Key key{trans_b, m, n, k, lda, ldb, ldc};
+  dnnl::matmul& primitive(bool trans_b, i64 m, i64 n, i64 k, i64 lda, i64 ldb, i64 ldc, float alpha, float beta) {
+    const Key key{trans_b, m, n, k, lda, ldb, ldc, alpha, beta};
     auto it = primitives.find(key);
     if (it != primitives.end()) return it->second;
     using dt = dnnl::memory::data_type;
     const dnnl::memory::desc a({m, k}, dt::bf16, dnnl::memory::dims{lda, 1});
     const dnnl::memory::desc b({k, n}, dt::bf16, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
     const dnnl::memory::desc c({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), scaled_sum(alpha, beta), engine);
     return primitives.emplace(key, dnnl::matmul(pd)).first->second;
   }
 };
@@ -70,10 +84,10 @@ struct SerialOneDnn {
 // packing all of b would cost more than multiplying by it.
 constexpr i64 kInPlaceRows = 8;
 
-// c = a op(b) for a few rows of a, b's values widened as they are read; threads share out the
-// columns of c.
-void product_reading_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b,
-                          i64 ldb, float* c, i64 ldc) {
+// c = alpha a op(b) + beta c for a few rows of a, b's values widened as they are read; threads
+// share out the columns of c.
+void product_reading_bf16(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                          const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   std::vector<float> af(static_cast<std::size_t>(m * k));
   for (i64 i = 0; i < m; ++i) convert(a + i * lda, DType::bf16, af.data() + i * k, DType::f32, k);
   constexpr i64 kColumns = 64;  // columns of c per piece of work
@@ -89,12 +103,12 @@ void product_reading_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t
           float sum = 0;
 #pragma omp simd reduction(+ : sum)
           for (i64 p = 0; p < k; ++p) sum += ai[p] * bf16_to_float(bj[p]);
-          ci[j] = sum;
+          ci[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * ci[j]);
         }
       } else {  // scaled rows of b added along c's row
-        for (i64 j = j0; j < j1; ++j) ci[j] = 0.0f;
+        for (i64 j = j0; j < j1; ++j) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
         for (i64 p = 0; p < k; ++p) {
-          const float s = ai[p];
+          const float s = alpha * ai[p];
           const std::uint16_t* bp = b + p * ldb;
 #pragma omp simd
           for (i64 j = j0; j < j1; ++j) ci[j] += s * bf16_to_float(bp[j]);
@@ -128,16 +142,22 @@ bool bf16_products_native() {
 #endif
 }
 
-void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b, i64 ldb,
-               float* c, i64 ldc) {
+void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda, const std::uint16_t* b,
+               i64 ldb, float beta, float* c, i64 ldc) {
   count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
+  if (k == 0) {  // no terms: c = beta c
+    for (i64 i = 0; i < m; ++i)
+      for (i64 j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
 #if defined(LORACPP_HAVE_ONEDNN)
   if (bf16_products_native()) {
-    if (gemm_bf16_narrow(trans_b, m, n, k, a, lda, b, ldb, c, ldc)) return;
+    if (gemm_bf16_narrow(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+    if (gemm_bf16_short(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
     auto& dnn = onednn();
     std::lock_guard lock(dnn.mutex);
-    auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc);
+    auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc, alpha, beta);
     using dt = dnnl::memory::data_type;
     const dnnl::memory a_mem({{m, k}, dt::bf16, dnnl::memory::dims{lda, 1}}, dnn.engine,
                              const_cast<std::uint16_t*>(a));
@@ -149,8 +169,21 @@ void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 ld
     return;
   }
 #endif
-  if (m <= kInPlaceRows) return product_reading_bf16(trans_b, m, n, k, a, lda, b, ldb, c, ldc);
-  packed_gemm(m, n, k, 1.0f, {a, DType::bf16, lda, false}, {b, DType::bf16, ldb, trans_b}, 0.0f, c, ldc, true);
+  gemm_bf16_widened(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_bf16_widened(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                       const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  if (m == 0 || n == 0) return;
+  if (m <= kInPlaceRows) return product_reading_bf16(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (k <= kShortInner) {  // a rank-k update: its operands widened (small), then our f32 kernel for it
+    std::vector<float> af(static_cast<std::size_t>(m * k)), bf(static_cast<std::size_t>(n * k));
+    for (i64 i = 0; i < m; ++i) convert(a + i * lda, DType::bf16, af.data() + i * k, DType::f32, k);
+    const i64 rows = trans_b ? n : k, cols = trans_b ? k : n;
+    for (i64 i = 0; i < rows; ++i) convert(b + i * ldb, DType::bf16, bf.data() + i * cols, DType::f32, cols);
+    return gemm(false, trans_b, m, n, k, alpha, af.data(), k, bf.data(), cols, beta, c, ldc);
+  }
+  packed_gemm(m, n, k, alpha, {a, DType::bf16, lda, false}, {b, DType::bf16, ldb, trans_b}, beta, c, ldc, true);
 }
 
 void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a,
@@ -169,14 +202,8 @@ void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alp
     const dnnl::memory::desc a_desc({m, k}, dt::bf16, trans_a ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
     const dnnl::memory::desc b_desc({k, n}, dt::bf16, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
     const dnnl::memory::desc c_desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
-    dnnl::primitive_attr attr;
-    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.0f) {
-      dnnl::post_ops sum;
-      sum.append_sum(beta);
-      attr.set_post_ops(sum);
-    }
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_desc, c_desc), attr, dnn.engine);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_desc, c_desc), scaled_sum(alpha, beta),
+                                          dnn.engine);
     SerialOneDnn::Product product{dnnl::matmul(pd), dnnl::memory(a_desc, dnn.engine, DNNL_MEMORY_NONE),
                                   dnnl::memory(b_desc, dnn.engine, DNNL_MEMORY_NONE),
                                   dnnl::memory(c_desc, dnn.engine, DNNL_MEMORY_NONE)};

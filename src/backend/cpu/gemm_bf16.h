@@ -12,6 +12,12 @@ namespace loracpp::backend::cpu {
 // at the f32 rate, so a caller that holds its operands in f32 as well does better to use those.
 bool bf16_products_native();
 
+// gemm_bf16 where bf16 products are not native: a few rows of a read b's values in place, a short
+// inner dimension (a rank-k update) widens its small operands for our f32 kernel, and any other
+// product widens the operands as our packed kernel packs them. Exact products, f32 sums.
+void gemm_bf16_widened(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                       const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc);
+
 // c[m,n] = alpha * op(a)[m,k] op(b)[k,n] + beta * c, bf16 operands and f32 accumulation, computed
 // on the calling thread alone (through that thread's own oneDNN primitives and stream where the
 // products are native); op reads its operand transposed (a as [k,m], b as [n,k]) when its flag is set.

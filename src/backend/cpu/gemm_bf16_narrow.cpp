@@ -56,7 +56,13 @@ struct Lanes<16> {
     return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a_pair))),
                             reinterpret_cast<__m512bh>(_mm512_loadu_si512(b_pairs)));
   }
-  static void store(float* c, i64 n, Vec v) { _mm512_mask_storeu_ps(c, static_cast<__mmask16>((1u << n) - 1), v); }
+  // c[0, n) = alpha v + beta c
+  static void store(float* c, i64 n, Vec v, float alpha, float beta) {
+    const auto mask = static_cast<__mmask16>((1u << n) - 1);
+    v = _mm512_mul_ps(_mm512_set1_ps(alpha), v);
+    if (beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, c), v);
+    _mm512_mask_storeu_ps(c, mask, v);
+  }
 };
 template <>
 struct Lanes<8> {
@@ -66,26 +72,31 @@ struct Lanes<8> {
     return _mm256_dpbf16_ps(acc, reinterpret_cast<__m256bh>(_mm256_set1_epi32(static_cast<int>(a_pair))),
                             reinterpret_cast<__m256bh>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b_pairs))));
   }
-  static void store(float* c, i64 n, Vec v) { _mm256_mask_storeu_ps(c, static_cast<__mmask8>((1u << n) - 1), v); }
+  static void store(float* c, i64 n, Vec v, float alpha, float beta) {
+    const auto mask = static_cast<__mmask8>((1u << n) - 1);
+    v = _mm256_mul_ps(_mm256_set1_ps(alpha), v);
+    if (beta != 0.0f) v = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskz_loadu_ps(mask, c), v);
+    _mm256_mask_storeu_ps(c, mask, v);
+  }
 };
 
-// c[i, 0..n) = a[i, :] op(b) for R rows of a from row i0, n <= kWidth: b packed as
-// pairs[p/2][lane], kWidth words a pair of terms.
+// c[i, 0..n) = alpha a[i, :] op(b) + beta c[i, 0..n) for R rows of a from row i0, n <= kWidth: b
+// packed as pairs[p/2][lane], kWidth words a pair of terms.
 template <int kWidth, int R>
-void narrow_columns_rows(i64 i0, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint32_t* pairs,
-                         float* c, i64 ldc) {
+void narrow_columns_rows(i64 i0, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                         const std::uint32_t* pairs, float beta, float* c, i64 ldc) {
   using L = Lanes<kWidth>;
   typename L::Vec acc[R];
   for (int r = 0; r < R; ++r) acc[r] = L::zero();
   const std::uint16_t* rows = a + i0 * lda;
   for (i64 p = 0; p < k; p += 2, pairs += kWidth)
     for (int r = 0; r < R; ++r) acc[r] = L::dot(acc[r], pair_at(rows + r * lda, p, k), pairs);
-  for (int r = 0; r < R; ++r) L::store(c + (i0 + r) * ldc, n, acc[r]);
+  for (int r = 0; r < R; ++r) L::store(c + (i0 + r) * ldc, n, acc[r], alpha, beta);
 }
 
 template <int kWidth>
-void narrow_columns(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b,
-                    i64 ldb, float* c, i64 ldc) {
+void narrow_columns(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                    const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   // b's columns as pairs of terms: pairs[p/2][j] holds terms p and p + 1 of column j, zero past n.
   std::vector<std::uint32_t> pairs(static_cast<std::size_t>((k + 1) / 2 * kWidth), 0u);
   for (i64 p = 0; p < k; p += 2)
@@ -98,24 +109,26 @@ void narrow_columns(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i
   const i64 blocks = m / kBlockRows;
 #pragma omp parallel for if (m * n * k > kThreadedWork)
   for (i64 block = 0; block < blocks; ++block)
-    narrow_columns_rows<kWidth, kBlockRows>(block * kBlockRows, n, k, a, lda, pairs.data(), c, ldc);
-  for (i64 i = blocks * kBlockRows; i < m; ++i) narrow_columns_rows<kWidth, 1>(i, n, k, a, lda, pairs.data(), c, ldc);
+    narrow_columns_rows<kWidth, kBlockRows>(block * kBlockRows, n, k, alpha, a, lda, pairs.data(), beta, c, ldc);
+  for (i64 i = blocks * kBlockRows; i < m; ++i)
+    narrow_columns_rows<kWidth, 1>(i, n, k, alpha, a, lda, pairs.data(), beta, c, ldc);
 }
 
 }  // namespace
 
-bool gemm_bf16_narrow(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b,
-                      i64 ldb, float* c, i64 ldc) {
+bool gemm_bf16_narrow(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                      const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   if (k <= 0 || n > kLanes) return false;
   if (n <= 8) {
-    narrow_columns<8>(trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+    narrow_columns<8>(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   } else {
-    narrow_columns<16>(trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+    narrow_columns<16>(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
   return true;
 }
 #else
-bool gemm_bf16_narrow(bool, i64, i64, i64, const std::uint16_t*, i64, const std::uint16_t*, i64, float*, i64) {
+bool gemm_bf16_narrow(bool, i64, i64, i64, float, const std::uint16_t*, i64, const std::uint16_t*, i64, float, float*,
+                      i64) {
   return false;
 }
 #endif

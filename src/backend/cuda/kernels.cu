@@ -409,14 +409,13 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
     throw Error("[gemm] cuBLAS sgemm failed");
 }
 
-void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::uint16_t* b, i64 ldb,
-               float* c, i64 ldc) {
+void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda, const std::uint16_t* b,
+               i64 ldb, float beta, float* c, i64 ldc) {
   count_gemm(m, n, k);
   if (m == 0 || n == 0) return;
-  const float one = 1.0f, zero = 0.0f;
   if (cublasGemmEx(blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                   static_cast<int>(k), &one, b, CUDA_R_16BF, static_cast<int>(ldb), a, CUDA_R_16BF,
-                   static_cast<int>(lda), &zero, c, CUDA_R_32F, static_cast<int>(ldc), CUBLAS_COMPUTE_32F,
+                   static_cast<int>(k), &alpha, b, CUDA_R_16BF, static_cast<int>(ldb), a, CUDA_R_16BF,
+                   static_cast<int>(lda), &beta, c, CUDA_R_32F, static_cast<int>(ldc), CUBLAS_COMPUTE_32F,
                    CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
     throw Error("[gemm_bf16] cuBLAS GemmEx failed");
 }

@@ -1,0 +1,123 @@
+// bf16 products with a short inner dimension: a LoRA branch's rank-r expansions, s t Bᵀ into the
+// frozen product's output y and s u A into the input gradient dx. In f32 (our rank update in
+// gemm.cpp) each element of c costs r multiply-adds of 16 lanes; here AVX512-BF16's dot-product
+// instruction (vdpbf16ps: each lane adds two bf16 products into f32) takes terms p and p + 1 at
+// once, so half the instructions for the same c, which is read and written once either way. b is
+// packed once in blocks of kBlock columns, each block's pairs of terms contiguous (2 KiB at r = 16,
+// in L1 for a whole group of rows), the last block zero-padded; a's pairs, side by side in its
+// rows, are broadcast straight from memory.
+#include "backend/cpu/gemm_bf16_short.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
+// GCC 12 reports its own AVX-512 headers' undefined-vector idiom as (maybe) uninitialised.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace loracpp::backend::cpu {
+
+#if defined(__AVX512BF16__)
+namespace {
+
+constexpr i64 kLanes = 16;
+constexpr i64 kBlock = 4 * kLanes;  // columns of c per block: four vectors of f32
+constexpr i64 kGroupRows = 16;      // rows of c per piece of work
+constexpr int kBlockRows = 4;       // rows of c sharing each load of the block's pairs
+// Multiply-adds below which a product stays on the calling thread.
+constexpr i64 kThreadedWork = i64{1} << 18;
+
+// The 32-bit word of terms (p, p + 1) of a row whose terms lie side by side; term p + 1 is taken
+// as 0 past the last term.
+inline std::uint32_t pair_at(const std::uint16_t* row, i64 p, i64 k) {
+  if (p + 1 < k) {
+    std::uint32_t word;
+    std::memcpy(&word, row + p, 4);
+    return word;
+  }
+  return row[p];
+}
+
+// c[i, j0 .. j0 + cols) for R rows from row i: alpha times each row's pairs against the block's,
+// plus beta c; each of the block's vectors, loaded once per pair of terms, serves all R rows. Lanes
+// past `cols` are neither read nor written.
+template <int R>
+inline void rows_block(const std::uint32_t (*a_pairs)[kShortInner / 2], i64 pairs, const std::uint32_t* block, i64 cols,
+                       float alpha, float beta, float* c, i64 ldc) {
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (i64 q = 0; q < pairs; ++q, block += kBlock) {
+    __m512bh b[4];
+    for (int v = 0; v < 4; ++v) b[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(block + kLanes * v));
+    for (int r = 0; r < R; ++r) {
+      const __m512bh a = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a_pairs[r][q])));
+      for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], a, b[v]);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int v = 0; v < 4; ++v) {
+    const i64 lanes = std::min(kLanes, cols - kLanes * v);
+    if (lanes <= 0) break;
+    const __mmask16 mask = lanes == kLanes ? __mmask16(0xffff) : static_cast<__mmask16>((1u << lanes) - 1);
+    for (int r = 0; r < R; ++r) {
+      float* cv = c + r * ldc + kLanes * v;
+      __m512 out = _mm512_mul_ps(scale, acc[r][v]);
+      if (beta == 1.0f) {
+        out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(mask, cv));
+      } else if (beta != 0.0f) {
+        out = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, cv), out);
+      }
+      _mm512_mask_storeu_ps(cv, mask, out);
+    }
+  }
+}
+
+}  // namespace
+
+bool gemm_bf16_short(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  if (k <= 0 || k > kShortInner) return false;
+  const i64 pairs = (k + 1) / 2, blocks = (n + kBlock - 1) / kBlock;
+  // b's columns as pairs of terms: packed[block][p/2][j % kBlock] holds terms p and p + 1 of
+  // column j, zero past n.
+  std::vector<std::uint32_t> packed(static_cast<std::size_t>(blocks * pairs * kBlock), 0u);
+  for (i64 j = 0; j < n; ++j) {
+    const auto term = [&](i64 p) -> std::uint32_t { return trans_b ? b[j * ldb + p] : b[p * ldb + j]; };
+    std::uint32_t* column = packed.data() + j / kBlock * pairs * kBlock + j % kBlock;
+    for (i64 p = 0; p < k; p += 2) column[p / 2 * kBlock] = term(p) | (p + 1 < k ? term(p + 1) << 16 : 0u);
+  }
+  const i64 groups = (m + kGroupRows - 1) / kGroupRows;
+#pragma omp parallel for if (m * n * k > kThreadedWork)
+  for (i64 group = 0; group < groups; ++group) {
+    const i64 i0 = group * kGroupRows, i1 = std::min(m, i0 + kGroupRows);
+    std::uint32_t a_pairs[kGroupRows][kShortInner / 2];
+    for (i64 i = i0; i < i1; ++i)
+      for (i64 q = 0; q < pairs; ++q) a_pairs[i - i0][q] = pair_at(a + i * lda, 2 * q, k);
+    for (i64 block = 0; block < blocks; ++block) {
+      const i64 j0 = block * kBlock;
+      const std::uint32_t* block_pairs = packed.data() + block * pairs * kBlock;
+      i64 i = i0;
+      for (; i + kBlockRows <= i1; i += kBlockRows)
+        rows_block<kBlockRows>(a_pairs + (i - i0), pairs, block_pairs, n - j0, alpha, beta, c + i * ldc + j0, ldc);
+      for (; i < i1; ++i) rows_block<1>(a_pairs + (i - i0), pairs, block_pairs, n - j0, alpha, beta, c + i * ldc + j0, ldc);
+    }
+  }
+  return true;
+}
+#else
+bool gemm_bf16_short(bool, i64, i64, i64, float, const std::uint16_t*, i64, const std::uint16_t*, i64, float, float*,
+                     i64) {
+  return false;
+}
+#endif
+
+}  // namespace loracpp::backend::cpu
+
+#pragma GCC diagnostic pop
