@@ -33,17 +33,6 @@ constexpr int kBlockRows = 4;       // rows of c sharing each load of the block'
 // Multiply-adds below which a product stays on the calling thread.
 constexpr i64 kThreadedWork = i64{1} << 18;
 
-// The 32-bit word of terms (p, p + 1) of a row whose terms lie side by side; term p + 1 is taken
-// as 0 past the last term.
-inline std::uint32_t pair_at(const std::uint16_t* row, i64 p, i64 k) {
-  if (p + 1 < k) {
-    std::uint32_t word;
-    std::memcpy(&word, row + p, 4);
-    return word;
-  }
-  return row[p];
-}
-
 // c[i, j0 .. j0 + cols) for R rows from row i: alpha times each row's pairs against the block's,
 // plus beta c; each of the block's vectors, loaded once per pair of terms, serves all R rows. Lanes
 // past `cols` are neither read nor written.
@@ -98,8 +87,11 @@ bool gemm_bf16_short(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::
   for (i64 group = 0; group < groups; ++group) {
     const i64 i0 = group * kGroupRows, i1 = std::min(m, i0 + kGroupRows);
     std::uint32_t a_pairs[kGroupRows][kShortInner / 2];
-    for (i64 i = i0; i < i1; ++i)
-      for (i64 q = 0; q < pairs; ++q) a_pairs[i - i0][q] = pair_at(a + i * lda, 2 * q, k);
+    for (i64 i = i0; i < i1; ++i) {  // the row's terms as they lie, the last pair's second zero for odd k
+      std::uint32_t* row = a_pairs[i - i0];
+      row[pairs - 1] = 0;
+      std::memcpy(row, a + i * lda, static_cast<std::size_t>(k) * 2);
+    }
     for (i64 block = 0; block < blocks; ++block) {
       const i64 j0 = block * kBlock;
       const std::uint32_t* block_pairs = packed.data() + block * pairs * kBlock;
