@@ -4,8 +4,9 @@
 // instruction (vdpbf16ps: each lane adds two bf16 products into f32) takes terms p and p + 1 at
 // once, so half the instructions for the same c, which is read and written once either way. b is
 // packed once in blocks of kBlock columns, each block's pairs of terms contiguous (2 KiB at r = 16,
-// in L1 for a whole group of rows), the last block zero-padded; a's pairs, side by side in its
-// rows, are broadcast straight from memory.
+// in L1 for a whole group of rows), the last block zero-padded; a group's rows of a are copied
+// whole as 32-bit pairs of terms (the last pair's second term zero for odd k), and each pair is
+// broadcast into the instruction for four rows of c at a time, which share each load of b.
 #include "backend/cpu/gemm_bf16_short.h"
 
 #include <algorithm>
