@@ -32,7 +32,8 @@ void accumulate(Tensor& slot, const Tensor& grad) {
 // A leaf's gradient gets storage of its own: the one handed back may be a view of saved state.
 Tensor owned(const Tensor& grad) { return ops::scale(grad, 1.0f); }
 
-// Gradients arrive in the dtype of the tensor they belong to, and with its shape.
+// Gradients arrive with the shape of the tensor they belong to, in its dtype or (for a node that
+// takes them so, Node::takes_bf16_grad) in bf16.
 void check_grad(const Node& node, std::size_t i, const Tensor& grad) {
   const Tensor& input = node.inputs[i];
   check(grad.defined() && grad.shape() == input.shape(), "backward",
@@ -92,14 +93,23 @@ void backward(const Tensor& root, const Tensor& grad_root) {
       if (!node->needs_grad(i)) continue;
       check_grad(*node, i, grads[i]);
       const Tensor& input = node->inputs[i];
-      Tensor g = grads[i].dtype() == input.dtype() ? grads[i] : ops::to_dtype(grads[i], input.dtype());
+      Tensor g = grads[i];
       if (input.is_leaf()) {
+        if (g.dtype() != input.dtype()) g = ops::to_dtype(g, input.dtype());
         Tensor slot = input.grad();
         accumulate(slot, slot.defined() ? g : owned(g));
         input.impl().grad = slot.impl_ptr();
-      } else {
-        accumulate(pending[input.grad_fn().get()], g);
+        continue;
       }
+      Node* producer = input.grad_fn().get();
+      Tensor& slot = pending[producer];
+      // A bf16 gradient stays bf16 for a node that takes it, while it is the only term; sums are
+      // made in the tensor's own dtype.
+      if (slot.defined() || g.dtype() != DType::bf16 || !producer->takes_bf16_grad) {
+        if (g.dtype() != input.dtype()) g = ops::to_dtype(g, input.dtype());
+        if (slot.defined() && slot.dtype() != input.dtype()) slot = ops::to_dtype(slot, input.dtype());
+      }
+      accumulate(slot, g);
     }
   }
 }

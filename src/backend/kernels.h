@@ -108,6 +108,9 @@ struct AttentionGeometry {
   X(swiglu_forward, void(const float* gate, const float* up, float* out, i64 n))                             \
   X(swiglu_backward, void(const float* gate, const float* up, const float* dy, float* dgate, float* dup,     \
                           i64 n))                                                                            \
+  /* the same gradients rounded to bf16, for projections that multiply them in bf16 (either may be null) */  \
+  X(swiglu_backward_bf16, void(const float* gate, const float* up, const float* dy, std::uint16_t* dgate,    \
+                               std::uint16_t* dup, i64 n))                                                   \
   /* logits [rows, vocab]; targets [rows]; loss [rows] (0 where ignored); lse [rows] */                      \
   X(cross_entropy_forward, void(const float* logits, const i64* targets, float* loss, float* lse, i64 rows,  \
                                 i64 vocab, i64 ignore_index))                                                \

@@ -46,8 +46,19 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   LORACPP_KERNEL(gate.device(), swiglu_forward)(f32(gf), f32(uf), f32(y), gate.numel());
   return record(OpId::swiglu, cast_raw(y, gate.dtype()), {gate, up}, [gf, uf](const Node& node, const Tensor& g) {
     const Tensor dy = as_f32(g);
-    Tensor dgate = node.needs_grad(0) ? empty_f32(gf.shape(), g.device()) : Tensor();
-    Tensor dup = node.needs_grad(1) ? empty_f32(uf.shape(), g.device()) : Tensor();
+    // Gradients rounded as they are written where every input that needs one is made by a node
+    // that multiplies it in bf16 (the gate and up projections of the bf16 LoRA path).
+    bool bf16 = node.needs_grad(0) || node.needs_grad(1);
+    for (std::size_t i = 0; i < 2; ++i)
+      if (node.needs_grad(i)) bf16 = bf16 && node.inputs[i].grad_fn() && node.inputs[i].grad_fn()->takes_bf16_grad;
+    const DType grad_dtype = bf16 ? DType::bf16 : DType::f32;
+    Tensor dgate = node.needs_grad(0) ? Tensor::empty(gf.shape(), grad_dtype, g.device()) : Tensor();
+    Tensor dup = node.needs_grad(1) ? Tensor::empty(uf.shape(), grad_dtype, g.device()) : Tensor();
+    if (bf16) {
+      auto out = [](Tensor& t) { return t.defined() ? t.mutable_data<std::uint16_t>() : nullptr; };
+      LORACPP_KERNEL(g.device(), swiglu_backward_bf16)(f32(gf), f32(uf), f32(dy), out(dgate), out(dup), gf.numel());
+      return std::vector<Tensor>{dgate, dup};
+    }
     LORACPP_KERNEL(g.device(), swiglu_backward)(f32(gf), f32(uf), f32(dy), dgate.defined() ? f32(dgate) : nullptr,
                                                 dup.defined() ? f32(dup) : nullptr, gf.numel());
     return std::vector<Tensor>{dgate.defined() ? cast_raw(dgate, node.inputs[0].dtype()) : Tensor(),

@@ -204,12 +204,14 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   gemm16(true, n, r, in, 1.0f, u16(x16), in, u16(a16), in, 0.0f, f32(t), r);
   gemm16(true, n, out, r, scale, u16(cast_raw(t, DType::bf16)), r, u16(b16), r, 1.0f, f32(y), out);
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
-  return record(OpId::lora_linear, result, {x, weight, bias, a, b},
+  Tensor recorded = record(OpId::lora_linear, result, {x, weight, bias, a, b},
                 [x16, t, a16, b16, w, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
                   const Device grad_device = grad.device();
                   auto product = LORACPP_KERNEL(grad_device, gemm);
                   auto product16 = LORACPP_KERNEL(grad_device, gemm_bf16);
-                  const Tensor g16 = cast_raw(as_f32(grad), DType::bf16);  // [n, out], used by this node only
+                  // [n, out]; handed over in bf16 where its producer could (Node::takes_bf16_grad)
+                  const Tensor g16 = grad.dtype() == DType::bf16 ? contiguous_raw(grad)
+                                                                 : cast_raw(as_f32(grad), DType::bf16);
                   std::vector<Tensor> grads(5);
                   Tensor u;  // g B [n, r], shared by dx and dA
                   if (node.needs_grad(0) || node.needs_grad(3)) {
@@ -244,6 +246,8 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
                   }
                   return grads;
                 });
+  if (recorded.grad_fn()) recorded.grad_fn()->takes_bf16_grad = true;  // every product reads g16 alone
+  return recorded;
 }
 
 }  // namespace

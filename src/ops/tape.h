@@ -28,6 +28,10 @@ struct Node {
   // its backward function captured.
   std::vector<Tensor> inputs;
   BackwardFn backward;
+  // Whether backward also takes its output's gradient in bf16 (a projection that multiplies it in
+  // bf16): a producer that can round as it writes hands it over in bf16 and spares the engine a
+  // widening and this node a rounding pass. The engine widens it where a second term joins it.
+  bool takes_bf16_grad = false;
   bool needs_grad(std::size_t input) const { return inputs[input].defined() && inputs[input].requires_grad(); }
 };
 

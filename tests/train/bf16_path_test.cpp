@@ -1,6 +1,8 @@
 // The bf16 path (frozen linear weights in bf16, products accumulated in f32, adapters and optimiser
 // in f32) follows the f32 reference path's loss curve within bf16 tolerance, on the real
 // stories260K model.
+#include <functional>
+
 #include "autograd/backward.h"
 #include "backend/cpu/gemm_bf16.h"
 #include "core/random.h"
@@ -179,6 +181,81 @@ TEST(Bf16Path, ASavedModuleTrainsInF32OverABf16Base) {
   double norm = 0;
   for (float g : table.grad().to_floats()) norm += static_cast<double>(g) * g;
   EXPECT_GT(norm, 0.0);
+}
+
+// The MLP of the bf16 LoRA path: gate and up projections (bf16 weights, f32 adapters) into SwiGLU.
+// SwiGLU's backward hands their gradients over already rounded to bf16, and each projection
+// multiplies them as they come; `between` puts an op after each projection first, as a model
+// without that hand-over would see it.
+struct MlpGradients {
+  std::vector<float> dx, da_gate, db_gate, da_up, db_up;
+};
+
+MlpGradients bf16_mlp_gradients(const std::function<Tensor(const Tensor&)>& between, bool extra_use = false) {
+  Rng rng(31);
+  const std::int64_t rows = 40, in = 48, hidden = 80, r = 4;
+  Tensor x = randn({rows, in}, rng);
+  const Tensor w_gate = ops::to_dtype(randn({hidden, in}, rng), DType::bf16),
+               w_up = ops::to_dtype(randn({hidden, in}, rng), DType::bf16);
+  Tensor a_gate = randn({r, in}, rng, DType::f32, 0.2f), b_gate = randn({hidden, r}, rng, DType::f32, 0.2f),
+         a_up = randn({r, in}, rng, DType::f32, 0.2f), b_up = randn({hidden, r}, rng, DType::f32, 0.2f);
+  const Tensor upstream = randn({rows, hidden}, rng);
+  for (Tensor* t : {&x, &a_gate, &b_gate, &a_up, &b_up}) t->set_requires_grad();
+  const Tensor gate = between(ops::lora_linear(x, w_gate, Tensor(), a_gate, b_gate, 0.5f));
+  const Tensor up = between(ops::lora_linear(x, w_up, Tensor(), a_up, b_up, 0.5f));
+  Tensor out = ops::mul(ops::swiglu(gate, up), upstream);
+  if (extra_use) out = ops::add(out, ops::mul(gate, upstream));  // gate's gradient gathers a second term
+  autograd::backward(ops::sum(out));
+  return {x.grad().to_floats(),      a_gate.grad().to_floats(), b_gate.grad().to_floats(),
+          a_up.grad().to_floats(),   b_up.grad().to_floats()};
+}
+
+TEST(Bf16Path, SwigluHandsItsProjectionsGradientsInBf16) {
+  Rng rng(32);
+  const Tensor w = ops::to_dtype(randn({24, 16}, rng), DType::bf16);
+  Tensor a = randn({2, 16}, rng), b = randn({24, 2}, rng);
+  a.set_requires_grad();
+  b.set_requires_grad();
+  const Tensor x = randn({32, 16}, rng);
+  const Tensor gate = ops::lora_linear(x, w, Tensor(), a, b, 1.0f), up = ops::lora_linear(x, w, Tensor(), a, b, 1.0f);
+  ASSERT_TRUE(gate.grad_fn() && gate.grad_fn()->takes_bf16_grad);
+  const Tensor y = ops::swiglu(gate, up);
+  const auto grads = y.grad_fn()->backward(*y.grad_fn(), Tensor::full(y.shape(), 1.0f));
+  ASSERT_EQ(grads.size(), 2u);
+  EXPECT_EQ(grads[0].dtype(), DType::bf16);
+  EXPECT_EQ(grads[1].dtype(), DType::bf16);
+  // Behind an op that takes f32 gradients only, SwiGLU's stay f32.
+  const Tensor z = ops::swiglu(ops::scale(gate, 1.0f), up);
+  EXPECT_EQ(z.grad_fn()->backward(*z.grad_fn(), Tensor::full(z.shape(), 1.0f))[0].dtype(), DType::f32);
+}
+
+TEST(Bf16Path, GradientsHandedOverInBf16EqualThoseRoundedByTheProjection) {
+  // The same rounding either way (round to nearest even), so the same gradients to the last bit.
+  const auto direct = bf16_mlp_gradients([](const Tensor& t) { return t; });
+  const auto rounded_later = bf16_mlp_gradients([](const Tensor& t) { return ops::scale(t, 1.0f); });
+  EXPECT_EQ(direct.dx, rounded_later.dx);
+  EXPECT_EQ(direct.da_gate, rounded_later.da_gate);
+  EXPECT_EQ(direct.db_gate, rounded_later.db_gate);
+  EXPECT_EQ(direct.da_up, rounded_later.da_up);
+  EXPECT_EQ(direct.db_up, rounded_later.db_up);
+}
+
+TEST(Bf16Path, ABf16GradientJoinedByASecondTermIsSummedInF32) {
+  // gate's gradient: SwiGLU's term (bf16) and the extra use's (f32). The engine widens the first
+  // and sums in f32; the projection rounds the sum. Against the sum of the f32 terms, rounded
+  // once: within bf16's resolution.
+  const auto joined = bf16_mlp_gradients([](const Tensor& t) { return t; }, true);
+  const auto reference = bf16_mlp_gradients([](const Tensor& t) { return ops::scale(t, 1.0f); }, true);
+  const auto close = [](const std::vector<float>& got, const std::vector<float>& want) {
+    double scale = 0;
+    for (float v : want) scale = std::max(scale, static_cast<double>(std::abs(v)));
+    return testing::all_close(got, want, 1e-2 * scale, 1e-2);
+  };
+  EXPECT_TRUE(close(joined.dx, reference.dx));
+  EXPECT_TRUE(close(joined.da_gate, reference.da_gate));
+  EXPECT_TRUE(close(joined.db_gate, reference.db_gate));
+  EXPECT_TRUE(close(joined.da_up, reference.da_up));
+  EXPECT_TRUE(close(joined.db_up, reference.db_up));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <type_traits>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/vec_math.h"
@@ -148,31 +149,55 @@ void swiglu_forward(const float* gate, const float* up, float* out, i64 n) {
   }
 }
 
-void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, i64 n) {
+namespace {
+
+// d(silu(g) u)/dg and /du times dy over one block, into f32 or rounded to bf16 (Out = uint16_t).
+// One loop per set of outputs asked for: a test inside the loop kept GCC from vectorising it.
+template <class Out>
+void swiglu_backward_block(const float* g, const float* u, const float* d, const float* s, Out* dg, Out* du, i64 len) {
+  float gate_grad[kSigmoidBlock], up_grad[kSigmoidBlock];
+  float* to_gate = std::is_same_v<Out, float> ? reinterpret_cast<float*>(dg) : gate_grad;
+  float* to_up = std::is_same_v<Out, float> ? reinterpret_cast<float*>(du) : up_grad;
+  if (dg && du) {
+#pragma omp simd
+    for (i64 j = 0; j < len; ++j) {
+      to_gate[j] = d[j] * u[j] * s[j] * (1.0f + g[j] * (1.0f - s[j]));
+      to_up[j] = d[j] * g[j] * s[j];
+    }
+  } else if (dg) {
+#pragma omp simd
+    for (i64 j = 0; j < len; ++j) to_gate[j] = d[j] * u[j] * s[j] * (1.0f + g[j] * (1.0f - s[j]));
+  } else if (du) {
+#pragma omp simd
+    for (i64 j = 0; j < len; ++j) to_up[j] = d[j] * g[j] * s[j];
+  }
+  if constexpr (!std::is_same_v<Out, float>) {
+    if (dg) to_bf16(gate_grad, dg, len);
+    if (du) to_bf16(up_grad, du, len);
+  }
+}
+
+template <class Out>
+void swiglu_backward_into(const float* gate, const float* up, const float* dy, Out* dgate, Out* dup, i64 n) {
 #pragma omp parallel for if (n > 16384)
   for (i64 start = 0; start < n; start += kSigmoidBlock) {
     float s[kSigmoidBlock];
     const i64 len = std::min(kSigmoidBlock, n - start);
     sigmoid_array(gate + start, s, len);
-    const float *g = gate + start, *u = up + start, *d = dy + start;
-    // One loop per set of outputs asked for: a test inside the loop kept GCC from vectorising it.
-    if (dgate && dup) {
-      float *dg = dgate + start, *du = dup + start;
-#pragma omp simd
-      for (i64 j = 0; j < len; ++j) {
-        dg[j] = d[j] * u[j] * s[j] * (1.0f + g[j] * (1.0f - s[j]));
-        du[j] = d[j] * g[j] * s[j];
-      }
-    } else if (dgate) {
-      float* dg = dgate + start;
-#pragma omp simd
-      for (i64 j = 0; j < len; ++j) dg[j] = d[j] * u[j] * s[j] * (1.0f + g[j] * (1.0f - s[j]));
-    } else if (dup) {
-      float* du = dup + start;
-#pragma omp simd
-      for (i64 j = 0; j < len; ++j) du[j] = d[j] * g[j] * s[j];
-    }
+    swiglu_backward_block(gate + start, up + start, dy + start, s, dgate ? dgate + start : nullptr,
+                          dup ? dup + start : nullptr, len);
   }
+}
+
+}  // namespace
+
+void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, i64 n) {
+  swiglu_backward_into(gate, up, dy, dgate, dup, n);
+}
+
+void swiglu_backward_bf16(const float* gate, const float* up, const float* dy, std::uint16_t* dgate,
+                          std::uint16_t* dup, i64 n) {
+  swiglu_backward_into(gate, up, dy, dgate, dup, n);
 }
 #pragma GCC diagnostic pop
 

@@ -163,12 +163,13 @@ __global__ void swiglu_forward_kernel(const float* gate, const float* up, float*
   LORACPP_GRID_STRIDE(i, n) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
 }
 
-__global__ void swiglu_backward_kernel(const float* gate, const float* up, const float* dy, float* dgate, float* dup,
+template <class Out>  // float, or __nv_bfloat16 for gradients rounded for bf16 products
+__global__ void swiglu_backward_kernel(const float* gate, const float* up, const float* dy, Out* dgate, Out* dup,
                                        i64 n) {
   LORACPP_GRID_STRIDE(i, n) {
     const float s = sigmoid(gate[i]);
-    if (dgate) dgate[i] = dy[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
-    if (dup) dup[i] = dy[i] * gate[i] * s;
+    if (dgate) dgate[i] = Out(dy[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s)));
+    if (dup) dup[i] = Out(dy[i] * gate[i] * s);
   }
 }
 
@@ -536,8 +537,16 @@ void swiglu_forward(const float* gate, const float* up, float* out, i64 n) {
 
 void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, i64 n) {
   if (n == 0) return;
-  swiglu_backward_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(gate, up, dy, dgate, dup, n);
+  swiglu_backward_kernel<float><<<blocks_for(n), kThreads, 0, stream()>>>(gate, up, dy, dgate, dup, n);
   check_launch("swiglu_backward");
+}
+
+void swiglu_backward_bf16(const float* gate, const float* up, const float* dy, std::uint16_t* dgate,
+                          std::uint16_t* dup, i64 n) {
+  if (n == 0) return;
+  swiglu_backward_kernel<__nv_bfloat16><<<blocks_for(n), kThreads, 0, stream()>>>(
+      gate, up, dy, reinterpret_cast<__nv_bfloat16*>(dgate), reinterpret_cast<__nv_bfloat16*>(dup), n);
+  check_launch("swiglu_backward_bf16");
 }
 
 void cross_entropy_forward(const float* logits, const i64* targets, float* loss, float* lse, i64 rows, i64 vocab,
@@ -608,6 +617,7 @@ void fill_table(KernelTable& t) {
   t.rope = &rope;
   t.swiglu_forward = &swiglu_forward;
   t.swiglu_backward = &swiglu_backward;
+  t.swiglu_backward_bf16 = &swiglu_backward_bf16;
   t.cross_entropy_forward = &cross_entropy_forward;
   t.cross_entropy_backward = &cross_entropy_backward;
   t.cross_entropy_with_grad = &cross_entropy_with_grad;
