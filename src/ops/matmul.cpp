@@ -181,11 +181,19 @@ void add_bias(Tensor& y, const Tensor& bias) {  // y [n, out] += bias [out]
 // that the adapter's own operands never evict the activation q, k and v share.
 Tensor transposed_bf16(const Tensor& m) { return cast_raw(contiguous_raw(transposed(m)), DType::bf16); }
 
+// A recorded op's output whose node takes its gradient in bf16 as well (Node::takes_bf16_grad).
+Tensor taking_bf16_grad(Tensor recorded) {
+  if (recorded.grad_fn()) recorded.grad_fn()->takes_bf16_grad = true;
+  return recorded;
+}
+
 // lora_linear over a bf16 base weight (the bf16 training path). x is rounded to bf16 once (and
 // shared with other projections of the same activation), and kept in bf16 for the backward pass.
 // Every product runs in bf16 with f32 accumulation: those that read x or the upstream gradient,
 // and the two rank-r expansions added into the frozen products' outputs (t Bᵀ into y, u A into
-// dx), whose factors t and u are rounded for them; A and B themselves stay f32.
+// dx), whose factors t and u are rounded for them; A and B themselves stay f32. Every backward
+// product reads the upstream gradient in bf16 alone, so the node takes it in bf16 where its
+// producer can round it as it writes (SwiGLU's backward).
 Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& a, const Tensor& b,
                         float scale) {
   const std::int64_t in = weight.size(1), out = weight.size(0), r = a.size(0);
@@ -204,7 +212,7 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   gemm16(true, n, r, in, 1.0f, u16(x16), in, u16(a16), in, 0.0f, f32(t), r);
   gemm16(true, n, out, r, scale, u16(cast_raw(t, DType::bf16)), r, u16(b16), r, 1.0f, f32(y), out);
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
-  Tensor recorded = record(OpId::lora_linear, result, {x, weight, bias, a, b},
+  return taking_bf16_grad(record(OpId::lora_linear, result, {x, weight, bias, a, b},
                 [x16, t, a16, b16, w, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
                   const Device grad_device = grad.device();
                   auto product = LORACPP_KERNEL(grad_device, gemm);
@@ -245,9 +253,7 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
                     grads[4] = cast_raw(contiguous_raw(transposed(dbt)), node.inputs[4].dtype());
                   }
                   return grads;
-                });
-  if (recorded.grad_fn()) recorded.grad_fn()->takes_bf16_grad = true;  // every product reads g16 alone
-  return recorded;
+                }));
 }
 
 }  // namespace

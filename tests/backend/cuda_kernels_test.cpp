@@ -186,6 +186,20 @@ TEST_F(CudaKernels, ElementwiseKernelsMatchTheCpu) {
   gpu.swiglu_backward(ga, gb, gdy, out, out2, n);
   expect_close(to_host(out, want.size()), want);
   expect_close(to_host(out2, want2.size()), want2);
+  std::vector<std::uint16_t> want16(want.size()), want16_up(want.size());
+  cpu::swiglu_backward_bf16(a.data(), b.data(), dy.data(), want16.data(), want16_up.data(), n);
+  std::uint16_t* out16 = on_device(std::vector<std::uint16_t>(want.size()));
+  std::uint16_t* out16_up = on_device(std::vector<std::uint16_t>(want.size()));
+  gpu.swiglu_backward_bf16(ga, gb, gdy, out16, out16_up, n);
+  for (const auto& [got16, expected16] : {std::pair{to_host(out16, want.size()), want16},
+                                          std::pair{to_host(out16_up, want.size()), want16_up}}) {
+    std::vector<float> got_values(got16.size()), want_values(got16.size());
+    for (std::size_t i = 0; i < got16.size(); ++i) {
+      got_values[i] = bf16_to_float(got16[i]);
+      want_values[i] = bf16_to_float(expected16[i]);
+    }
+    expect_close(got_values, want_values, 8e-3f);  // the same value on either side of a bf16 rounding
+  }
   // Broadcast: [n/10, 10] op [10].
   const i64 shape[] = {n / 10, 10}, a_strides[] = {10, 1}, b_strides[] = {0, 1};
   for (auto op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul, BinaryOp::div}) {
