@@ -28,6 +28,12 @@ GemmOperand gemm_operand(const Tensor& x) {
   return {contiguous_raw(xf), false, std::max<std::int64_t>(cols, 1)};
 }
 
+// A recorded op's output whose node takes its gradient in bf16 as well (Node::takes_bf16_grad).
+Tensor taking_bf16_grad(Tensor recorded) {
+  if (recorded.grad_fn()) recorded.grad_fn()->takes_bf16_grad = true;
+  return recorded;
+}
+
 // a (any float) @ b (a bf16 matrix, a frozen weight or its transpose) -> f32: a is rounded to bf16
 // and the product accumulates in f32 (the bf16 training path).
 Tensor matmul_bf16_weight(const Tensor& a, const Tensor& b) {
@@ -117,11 +123,15 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   trace_op(OpId::matmul);
   // Each operand is kept for the other's gradient only: the input of a frozen weight is not kept.
   const Tensor keep_a = b.requires_grad() ? a : Tensor(), keep_b = a.requires_grad() ? b : Tensor();
-  return record(OpId::matmul, matmul_raw(a, b), {a, b}, [keep_a, keep_b](const Node& node, const Tensor& g) {
+  Tensor y = record(OpId::matmul, matmul_raw(a, b), {a, b}, [keep_a, keep_b](const Node& node, const Tensor& g) {
     const Shape &x_shape = node.inputs[0].shape(), &y_shape = node.inputs[1].shape();
     std::vector<Tensor> grads(2);
-    // dx = g @ y^T; only computed when x needs it.
-    if (node.needs_grad(0)) grads[0] = sum_to(matmul(g, transpose(keep_b, -1, -2)), x_shape);
+    // dx = g @ y^T; only computed when x needs it. A bf16 g (below) is multiplied as it is.
+    if (node.needs_grad(0)) {
+      const Tensor yt = transpose(keep_b, -1, -2);
+      const bool handed_bf16 = node.takes_bf16_grad && g.dtype() == DType::bf16;  // x itself is not bf16
+      grads[0] = sum_to(handed_bf16 ? matmul_bf16_weight(g, yt) : matmul(g, yt), x_shape);
+    }
     // dy = x^T @ g; never computed for a frozen y (the LoRA rule).
     if (node.needs_grad(1)) {
       if (y_shape.size() == 2 && x_shape.size() > 2) {  // fold the batch: one GEMM with the batch as the inner dim
@@ -132,6 +142,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     }
     return grads;
   });
+  // A frozen bf16 weight multiplies the gradient in bf16 only (dx's product rounds it), so the node
+  // takes it in bf16 where its producer can round it as it writes.
+  if (b.dtype() == DType::bf16 && b.dim() == 2 && !b.requires_grad() && a.dtype() != DType::bf16)
+    return taking_bf16_grad(y);
+  return y;
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
@@ -180,12 +195,6 @@ void add_bias(Tensor& y, const Tensor& bias) {  // y [n, out] += bias [out]
 // Rounded with cast_raw, not as_bf16: only activations go through as_bf16's one-entry cache, so
 // that the adapter's own operands never evict the activation q, k and v share.
 Tensor transposed_bf16(const Tensor& m) { return cast_raw(contiguous_raw(transposed(m)), DType::bf16); }
-
-// A recorded op's output whose node takes its gradient in bf16 as well (Node::takes_bf16_grad).
-Tensor taking_bf16_grad(Tensor recorded) {
-  if (recorded.grad_fn()) recorded.grad_fn()->takes_bf16_grad = true;
-  return recorded;
-}
 
 // lora_linear over a bf16 base weight (the bf16 training path). x is rounded to bf16 once (and
 // shared with other projections of the same activation), and kept in bf16 for the backward pass.

@@ -258,5 +258,29 @@ TEST(Bf16Path, ABf16GradientJoinedByASecondTermIsSummedInF32) {
   EXPECT_TRUE(close(joined.db_up, reference.db_up));
 }
 
+// Frozen bf16 projections without an adapter (the layers LoRA does not target) take SwiGLU's
+// gradients in bf16 too, and give the input gradient they gave when they rounded it themselves.
+TEST(Bf16Path, FrozenBf16ProjectionsTakeSwigluGradientsInBf16) {
+  Rng rng(33);
+  const Tensor w_gate = ops::to_dtype(randn({80, 48}, rng), DType::bf16),
+               w_up = ops::to_dtype(randn({80, 48}, rng), DType::bf16);
+  const Tensor x0 = randn({2, 20, 48}, rng), upstream = randn({2, 20, 80}, rng);
+  auto input_gradient = [&](const std::function<Tensor(const Tensor&)>& between, DType* handed) {
+    Tensor x = ops::scale(x0, 1.0f);
+    x.set_requires_grad();
+    const Tensor gate = between(ops::linear(x, w_gate)), up = between(ops::linear(x, w_up));
+    const Tensor y = ops::swiglu(gate, up);
+    *handed = y.grad_fn()->backward(*y.grad_fn(), upstream)[0].dtype();
+    autograd::backward(ops::sum(ops::mul(y, upstream)));
+    return x.grad().to_floats();
+  };
+  DType direct_dtype{}, later_dtype{};
+  const auto direct = input_gradient([](const Tensor& t) { return t; }, &direct_dtype);
+  const auto rounded_later = input_gradient([](const Tensor& t) { return ops::scale(t, 1.0f); }, &later_dtype);
+  EXPECT_EQ(direct_dtype, DType::bf16);
+  EXPECT_EQ(later_dtype, DType::f32);
+  EXPECT_EQ(direct, rounded_later);
+}
+
 }  // namespace
 }  // namespace loracpp
