@@ -38,7 +38,7 @@ void check_grad(const Node& node, std::size_t i, const Tensor& grad) {
   const Tensor& input = node.inputs[i];
   check(grad.defined() && grad.shape() == input.shape(), "backward",
         "op {} returned a gradient of shape {} for input {} of shape {}", ops::op_name(node.op),
-        grad.defined() ? shape_str(grad.shape()) : "undefined", i, shape_str(input.shape()));
+        shape_str(grad), i, shape_str(input.shape()));
 }
 
 }  // namespace

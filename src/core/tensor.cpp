@@ -22,8 +22,6 @@ Shape contiguous_strides(const Shape& shape) {
   return strides;
 }
 
-std::string shape_str(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
-
 std::int64_t normalize_dim(std::int64_t dim, std::int64_t rank, std::string_view place) {
   const std::int64_t resolved = dim < 0 ? dim + rank : dim;
   check(resolved >= 0 && resolved < rank, place, "dim {} out of range for a tensor of rank {}", dim, rank);

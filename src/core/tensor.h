@@ -22,7 +22,13 @@ using Shape = std::vector<std::int64_t>;
 
 std::int64_t shape_numel(const Shape& shape);
 Shape contiguous_strides(const Shape& shape);
-std::string shape_str(const Shape& shape);
+// A shape as it reads in a message, "[2, 3]", formatted only when a message is built: checks
+// run on every tensor and view, and one that passes should format nothing. It refers to the shape
+// (null reads "undefined"), so use it within the expression that makes it.
+struct ShapeText {
+  const Shape* shape;
+};
+inline ShapeText shape_str(const Shape& shape) { return {&shape}; }
 // Resolves a possibly negative dimension index; throws "[place] dim d out of range for rank r".
 std::int64_t normalize_dim(std::int64_t dim, std::int64_t rank, std::string_view place);
 
@@ -143,4 +149,16 @@ void for_each_offset(const Shape& shape, const Shape& strides, Fn&& fn) {
   }
 }
 
+// A tensor's shape in a message, "undefined" for a tensor that holds nothing.
+inline ShapeText shape_str(const Tensor& tensor) { return {tensor.defined() ? &tensor.shape() : nullptr}; }
+
 }  // namespace loracpp
+
+template <>
+struct fmt::formatter<loracpp::ShapeText> : fmt::formatter<std::string_view> {
+  template <class Context>
+  auto format(const loracpp::ShapeText& text, Context& context) const {
+    if (!text.shape) return fmt::format_to(context.out(), "undefined");
+    return fmt::format_to(context.out(), "[{}]", fmt::join(*text.shape, ", "));
+  }
+};

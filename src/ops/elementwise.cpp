@@ -48,7 +48,7 @@ void add_into(Tensor& acc, const Tensor& x) {
   check(acc.defined() && acc.dtype() == DType::f32 && acc.is_contiguous(), op,
         "the accumulator must be a contiguous f32 tensor");
   check(x.defined() && x.shape() == acc.shape(), op, "x must have the accumulator's shape {}, got {}",
-        shape_str(acc.shape()), x.defined() ? shape_str(x.shape()) : "undefined");
+        shape_str(acc.shape()), shape_str(x));
   require_same_device(op, {acc, x});
   const Tensor xf = as_f32(x);
   const Shape strides = contiguous_strides(acc.shape());

@@ -155,7 +155,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   require_rank("linear", weight, 2, "weight");
   check(x.defined() && x.dim() >= 1 && x.size(-1) == weight.size(1), "linear",
         "input's last dim must equal weight's in_features {}, got input {}", weight.size(1),
-        x.defined() ? shape_str(x.shape()) : "undefined");
+        shape_str(x));
   Tensor x2 = x.dim() == 1 ? reshape(x, {1, x.size(0)}) : x;
   Tensor y = matmul(x2, transpose(weight, 0, 1));
   if (bias.defined()) {
@@ -277,12 +277,12 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   require_rank(op, b, 2, "lora B");
   const std::int64_t in = weight.size(1), out = weight.size(0), r = a.size(0);
   check(x.defined() && x.dim() >= 1 && x.size(-1) == in, op, "input's last dim must equal weight's in_features {}, got {}",
-        in, x.defined() ? shape_str(x.shape()) : "undefined");
+        in, shape_str(x));
   check(a.size(1) == in && b.size(0) == out && b.size(1) == r, op,
         "adapter shapes must be A [r, {}] and B [{}, r], got A {} and B {}", in, out, shape_str(a.shape()),
         shape_str(b.shape()));
   check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out), op, "bias must be [{}], got {}", out,
-        bias.defined() ? shape_str(bias.shape()) : "");
+        shape_str(bias));
   require_same_device(op, {x, weight, a, b, bias});
   const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
   // A few rows (a generated token) cost less in f32 than rounding the adapter for bf16 products.

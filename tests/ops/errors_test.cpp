@@ -18,6 +18,10 @@ TEST(OpErrors, ShapeMismatches) {
   EXPECT_TRUE(throws_with_prefix([&] { add(a, b); }, "[add] shapes [2, 3] and [4, 5] do not broadcast"));
   EXPECT_TRUE(throws_with_prefix([&] { linear(a, b); },
                                  "[linear] input's last dim must equal weight's in_features 5, got input [2, 3]"));
+  EXPECT_TRUE(throws_with_prefix([&] { linear(Tensor(), b); },
+                                 "[linear] input's last dim must equal weight's in_features 5, got input undefined"));
+  EXPECT_TRUE(throws_with_prefix([&] { a.as_strided({2, 3}, {3}, 0); },
+                                 "[tensor] shape [2, 3] and strides [3] differ in rank"));
   EXPECT_TRUE(throws_with_prefix([&] { rms_norm(a, Tensor::zeros({4}), 1e-5f); },
                                  "[rms_norm] weight must be [3] to match the input's last dim, got [4]"));
   EXPECT_TRUE(throws_with_prefix([&] { reshape(a, {4, 2}); },
