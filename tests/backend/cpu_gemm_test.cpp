@@ -15,6 +15,7 @@
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/gemm_bf16_narrow.h"
 #include "backend/cpu/gemm_bf16_short.h"
+#include "backend/threads.h"
 #include "core/dtype.h"
 #include "test_util.h"
 
@@ -187,6 +188,23 @@ TEST(CpuGemmBf16, NarrowProductsMatchTheReference) {
       expect_bf16_matches_reference(trans_b, 37, 16, 63, 0.5f, beta);
       expect_bf16_matches_reference(trans_b, 37, 7, 63, 0.5f, beta);
     }
+}
+
+// Products with few rows of c (an adapter's weight gradients, a generated token's layers) share
+// their columns out between the threads in blocks of 16: column counts that leave the last block
+// short or leave a thread without a block, each beta, with two and three threads.
+TEST(CpuGemmBf16, FewRowProductsSharedOutByColumnsMatchTheReference) {
+  const int saved = num_threads();
+  for (const int threads : {2, 3}) {
+    set_num_threads(threads);
+    for (const bool trans_b : {true, false})
+      for (const float beta : {0.0f, 1.0f, -2.0f}) {
+        expect_bf16_matches_reference(trans_b, 1, 161, 300, 0.5f, beta);
+        expect_bf16_matches_reference(trans_b, 16, 200, 1025, 0.5f, beta);
+        expect_bf16_matches_reference(trans_b, 32, 129, 40, 0.5f, beta);
+      }
+  }
+  set_num_threads(saved);
 }
 
 // A LoRA branch's expansions t Bᵀ and u A: at most 32 terms, added into c, through our short-inner

@@ -2,10 +2,13 @@
 // AVX512-BF16 where the CPU has it, about twice the f32 GEMM rate; a matmul primitive is built
 // once per shape and kept. Products with at most 16 columns (a LoRA branch's x Aᵀ and g B) and
 // those with at most 32 terms (its expansions t Bᵀ and u A) run through our own kernels there
-// (gemm_bf16_narrow.h, gemm_bf16_short.h). Where oneDNN has no bf16 product for this CPU
+// (gemm_bf16_narrow.h, gemm_bf16_short.h), and those with few rows share their columns out between
+// the threads (oneDNN gives them one thread). Where oneDNN has no bf16 product for this CPU
 // (one without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's
 // (gemm_packed.h), which widens the operands to f32 as it packs them: the same values, since a
 // product of two bf16 values is exact in f32.
+#include <omp.h>
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -78,6 +81,34 @@ struct SerialOneDnn {
   using Key = std::tuple<bool, bool, i64, i64, i64, i64, i64, i64, float, float>;
   std::map<Key, Product> products;
 };
+#endif
+
+// Rows of c up to which oneDNN gives a product one block of rows, and so one thread: an adapter's
+// weight gradients (r rows, a step's tokens as terms) and a generated token's layers ran at one
+// thread's rate while the others waited. Such products share out their columns instead.
+constexpr i64 kFewRows = 32;
+// Columns per thread below which sharing them out costs more than it saves.
+constexpr i64 kColumnsEach = 64;
+
+#if defined(LORACPP_HAVE_ONEDNN)
+// c = alpha a op(b) + beta c for few rows of c, blocks of its columns (multiples of 16) shared out
+// between the threads, each multiplied through the thread's own primitives. False, with c
+// untouched, where the product is not such a one or there are no threads to share it with.
+bool few_rows_by_column_blocks(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                               const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  const i64 threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const i64 parts = std::min(threads, n / kColumnsEach);
+  if (m > kFewRows || parts < 2) return false;
+  const i64 block = (n + parts * 16 - 1) / (parts * 16) * 16;
+#pragma omp parallel for num_threads(static_cast<int>(parts))
+  for (i64 part = 0; part < parts; ++part) {
+    const i64 j0 = part * block, columns = std::min(block, n - j0);
+    if (columns <= 0) continue;
+    gemm_bf16_serial(false, trans_b, m, columns, k, alpha, a, lda, trans_b ? b + j0 * ldb : b + j0, ldb, beta, c + j0,
+                     ldc);
+  }
+  return true;
+}
 #endif
 
 // Rows of c up to which a product reads b's bf16 values in place (a generated token's layers):
@@ -155,6 +186,7 @@ void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16
   if (bf16_products_native()) {
     if (gemm_bf16_narrow(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
     if (gemm_bf16_short(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+    if (few_rows_by_column_blocks(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
     auto& dnn = onednn();
     std::lock_guard lock(dnn.mutex);
     auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc, alpha, beta);
