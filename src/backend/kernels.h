@@ -51,6 +51,12 @@ struct AttentionGeometry {
   // Multiply the tiles in bf16 with f32 accumulation (the bf16 training path); softmax stays f32.
   // A backend without bf16 products computes in f32.
   bool bf16_products = false;
+  // Elements from one key (value) head to the next, batch-major, each head's rows dense: a KV
+  // cache's slice is read in place. -1: packed heads, kv_len * head_dim (v_dim) apart. The
+  // gradients dk and dv are always packed.
+  i64 k_head_stride = -1, v_head_stride = -1;
+  i64 k_stride() const { return k_head_stride >= 0 ? k_head_stride : kv_len * head_dim; }
+  i64 v_stride() const { return v_head_stride >= 0 ? v_head_stride : kv_len * v_dim; }
 };
 
 // X(name, signature)

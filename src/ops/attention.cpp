@@ -46,7 +46,23 @@ bool fused_kernel_fits(Device device, std::int64_t head_dim, std::int64_t v_dim,
   return true;
 }
 
-// The fused kernels over contiguous f32 copies; mask broadcast to [1 or batch, 1 or heads, q, kv].
+// k or v in f32 as the fused kernels read it, and the elements from one head to the next: where no
+// gradient is recorded and each head's rows are dense with the heads evenly spaced (a KV cache's
+// slice during generation), the tensor itself, so that a generated token does not copy the whole
+// cache; otherwise a packed copy.
+std::pair<Tensor, std::int64_t> kernel_heads(const Tensor& x, bool recording) {
+  const Tensor f = x.dtype() == DType::f32 ? x : as_f32(x);  // as_f32 packs
+  const std::int64_t batch = f.size(0), heads = f.size(1), len = f.size(2), dim = f.size(3);
+  const Shape& s = f.strides();
+  const bool rows_dense = (dim <= 1 || s[3] == 1) && (len <= 1 || s[2] == dim);
+  const std::int64_t stride = heads > 1 ? s[1] : (batch > 1 ? s[0] : len * dim);
+  const bool evenly = batch <= 1 || s[0] == heads * stride;
+  if (!recording && rows_dense && evenly && stride >= 0) return {f, stride};
+  return {contiguous_raw(f), len * dim};
+}
+
+// The fused kernels over f32 (copies where needed, see kernel_heads); mask broadcast to [1 or
+// batch, 1 or heads, q, kv].
 Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, float scale_value,
                        bool causal, bool bf16_products) {
   const std::int64_t batch = q.size(0), q_heads = q.size(1), q_len = q.size(2), head_dim = q.size(3);
@@ -66,7 +82,12 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
     g.mask_head_stride = mh == 1 ? 0 : q_len * kv_len;
     g.mask_batch_stride = mb == 1 ? 0 : mh * q_len * kv_len;
   }
-  const Tensor qf = contiguous_raw(as_f32(q)), kf = contiguous_raw(as_f32(k)), vf = contiguous_raw(as_f32(v));
+  const bool recording = autograd::should_record({q, k, v});
+  const Tensor qf = contiguous_raw(as_f32(q));
+  const auto [kf, k_stride] = kernel_heads(k, recording);
+  const auto [vf, v_stride] = kernel_heads(v, recording);
+  g.k_head_stride = k_stride;
+  g.v_head_stride = v_stride;
   Tensor out = empty_f32({batch, q_heads, q_len, v_dim}, q.device());
   Tensor lse = empty_f32({batch, q_heads, q_len}, q.device());
   LORACPP_KERNEL(q.device(), attention_forward)(f32(qf), f32(kf), f32(vf), m.defined() ? f32(m) : nullptr, f32(out),

@@ -105,6 +105,31 @@ Operand operand(const float* f32, const std::unique_ptr<std::uint16_t[]>& copy, 
   return {f32 + offset, copy ? copy.get() + offset : nullptr};
 }
 
+// The key or value heads, `stride` elements apart in f32 (a KV cache's slice is read in place),
+// and when the call multiplies in bf16 a packed bf16 copy of them.
+class Heads {
+ public:
+  Heads(bool bf16, const float* x, i64 count, i64 stride, i64 elements)
+      : f32_(x), stride_(stride), elements_(elements) {
+    if (!bf16) return;
+    if (stride == elements) {
+      bf16_ = bf16_copy(true, x, count * elements);
+      return;
+    }
+    bf16_ = std::make_unique_for_overwrite<std::uint16_t[]>(static_cast<std::size_t>(count * elements));
+    for (i64 h = 0; h < count; ++h) convert(x + h * stride, DType::f32, bf16_.get() + h * elements, DType::bf16, elements);
+  }
+
+  Operand operator[](i64 head) const {
+    return {f32_ + head * stride_, bf16_ ? bf16_.get() + head * elements_ : nullptr};
+  }
+
+ private:
+  const float* f32_;
+  i64 stride_, elements_;
+  std::unique_ptr<std::uint16_t[]> bf16_;
+};
+
 // Keys [0, visible) that any query of rows [t0, t1) may see.
 i64 visible_keys(const AttentionGeometry& g, i64 t1) {
   return g.causal ? std::clamp<i64>(t1 + g.kv_len - g.q_len, 0, g.kv_len) : g.kv_len;
@@ -139,8 +164,8 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
   const i64 tiles = (g.q_len + kTile - 1) / kTile;
   const bool bf16 = bf16_products(g);
   const auto q16 = bf16_copy(bf16, q, heads * g.q_len * g.head_dim);
-  const auto k16 = bf16_copy(bf16, k, g.batch * g.kv_heads * g.kv_len * g.head_dim);
-  const auto v16 = bf16_copy(bf16, v, g.batch * g.kv_heads * g.kv_len * g.v_dim);
+  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim);
+  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim);
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<std::size_t>(kTile * std::max<i64>(g.kv_len, 1)));
@@ -151,8 +176,7 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
       const i64 b = head / (g.kv_heads * g.group), kvh = head / g.group % g.kv_heads;
       const i64 t0 = tile * kTile, rows = std::min(kTile, g.q_len - t0);
       const i64 kv_item = b * g.kv_heads + kvh;
-      const Operand kh = operand(k, k16, kv_item * g.kv_len * g.head_dim);
-      const Operand vh = operand(v, v16, kv_item * g.kv_len * g.v_dim);
+      const Operand kh = keys[kv_item], vh = values[kv_item];
       const Operand q_tile = operand(q, q16, (head * g.q_len + t0) * g.head_dim);
       float* o_tile = out + (head * g.q_len + t0) * g.v_dim;
       float* lse_tile = lse + head * g.q_len + t0;
@@ -190,8 +214,8 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   const bool bf16 = bf16_products(g);
   const i64 q_elements = g.batch * g.kv_heads * g.group * g.q_len;
   const auto q16 = bf16_copy(bf16, q, q_elements * g.head_dim);
-  const auto k16 = bf16_copy(bf16, k, g.batch * g.kv_heads * g.kv_len * g.head_dim);
-  const auto v16 = bf16_copy(bf16, v, g.batch * g.kv_heads * g.kv_len * g.v_dim);
+  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim);
+  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim);
   const auto do16 = bf16_copy(bf16, dout, q_elements * g.v_dim);
   // One item per key/value head, so its dk and dv have one writer.
 #pragma omp parallel
@@ -203,8 +227,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < g.batch * g.kv_heads; ++item) {
       const i64 b = item / g.kv_heads;
-      const Operand kh = operand(k, k16, item * g.kv_len * g.head_dim);
-      const Operand vh = operand(v, v16, item * g.kv_len * g.v_dim);
+      const Operand kh = keys[item], vh = values[item];
       float* dkh = dk + item * g.kv_len * g.head_dim;
       float* dvh = dv + item * g.kv_len * g.v_dim;
       std::fill(dkh, dkh + g.kv_len * g.head_dim, 0.0f);

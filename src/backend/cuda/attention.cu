@@ -81,6 +81,7 @@ struct Geometry {
   float scale;
   bool causal;
   i64 mask_batch_stride, mask_head_stride;
+  i64 k_head_stride, v_head_stride;  // elements between key (value) heads; each head's rows dense
 };
 
 __device__ const float* mask_plane(const Geometry& g, const float* mask, i64 head) {
@@ -126,8 +127,8 @@ __global__ void __launch_bounds__(kBlock) flash_forward_kernel(const float* q, c
 
   const i64 head = blockIdx.y, q0 = static_cast<i64>(blockIdx.x) * kRows;
   const i64 kv_item = head / (g.kv_heads * g.group) * g.kv_heads + head / g.group % g.kv_heads;
-  const float* kh = k + kv_item * g.kv_len * D;
-  const float* vh = v + kv_item * g.kv_len * D;
+  const float* kh = k + kv_item * g.k_head_stride;
+  const float* vh = v + kv_item * g.v_head_stride;
   const float* plane = mask_plane(g, mask, head);
   const i64 shift = g.kv_len - g.q_len;
   load_tile<D>(q + (head * g.q_len + q0) * D, g.q_len - q0, qs);
@@ -227,8 +228,8 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
   float* dq_rows = scores + warp * 16 * lds;  // the warp's own score rows, once spent
 
   const i64 kv_item = blockIdx.y, k0 = static_cast<i64>(blockIdx.x) * kRows;
-  load_tile<D>(k + (kv_item * g.kv_len + k0) * D, g.kv_len - k0, ks);
-  load_tile<D>(v + (kv_item * g.kv_len + k0) * D, g.kv_len - k0, vs);
+  load_tile<D>(k + kv_item * g.k_head_stride + k0 * D, g.kv_len - k0, ks);
+  load_tile<D>(v + kv_item * g.v_head_stride + k0 * D, g.kv_len - k0, vs);
   FragC acc_k[D / 16], acc_v[D / 16];  // the warp's keys [16w, 16w + 16)
 #pragma unroll
   for (int j = 0; j < D / 16; ++j) {
@@ -315,7 +316,8 @@ __global__ void __launch_bounds__(kBlock) flash_backward_kernel(const float* q, 
 Geometry geometry(const AttentionGeometry& a) {
   if (!(a.head_dim == a.v_dim && (a.head_dim == 32 || a.head_dim == 64)))
     throw Error("[attention] the CUDA kernel takes head sizes 32 and 64 with v_dim equal to head_dim");
-  return {a.batch, a.kv_heads, a.group, a.q_len, a.kv_len, a.scale, a.causal, a.mask_batch_stride, a.mask_head_stride};
+  return {a.batch, a.kv_heads, a.group, a.q_len, a.kv_len, a.scale, a.causal, a.mask_batch_stride,
+          a.mask_head_stride, a.k_stride(), a.v_stride()};
 }
 
 template <int D>
