@@ -2,6 +2,7 @@
 // CUDA table fills must give the CPU kernel's result (within float rounding of a different
 // summation order). Where no GPU is present (CI) these tests are reported as skipped, with the
 // reason; they are never counted as passing there.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -305,6 +306,43 @@ TEST_F(CudaKernels, FusedAttentionMatchesTheCpuWithinBf16Rounding) {
   }
   EXPECT_FALSE(cuda::attention_fits(64, 64, false));  // f32 attention stays composed of cuBLAS products
   EXPECT_FALSE(cuda::attention_fits(128, 128, true));
+}
+
+// Key and value heads laid apart (a KV cache's slice, NaN in the room between heads) give what
+// packed heads give, forward and backward.
+TEST_F(CudaKernels, FusedAttentionReadsHeadsLaidApartAsPackedOnes) {
+  const i64 batch = 2, kv_heads = 2, group = 2, q_len = 40, kv_len = 90, capacity = 128, dim = 64;
+  const i64 kv_items = batch * kv_heads, heads = kv_items * group;
+  const auto q = random(static_cast<std::size_t>(heads * q_len * dim), 21);
+  const auto k = random(static_cast<std::size_t>(kv_items * kv_len * dim), 22);
+  const auto v = random(static_cast<std::size_t>(kv_items * kv_len * dim), 23);
+  const auto dout = random(static_cast<std::size_t>(heads * q_len * dim), 24);
+  auto apart = [&](const std::vector<float>& packed) {
+    std::vector<float> out(static_cast<std::size_t>(kv_items * capacity * dim), std::nanf(""));
+    for (i64 h = 0; h < kv_items; ++h)
+      std::copy_n(packed.begin() + h * kv_len * dim, kv_len * dim, out.begin() + h * capacity * dim);
+    return out;
+  };
+  AttentionGeometry packed{batch, kv_heads, group, q_len, kv_len, dim, dim, 0.125f, true, 0, 0, true};
+  AttentionGeometry spaced = packed;
+  spaced.k_head_stride = spaced.v_head_stride = capacity * dim;
+  const std::size_t q_n = q.size(), kv_n = k.size(), rows = static_cast<std::size_t>(heads * q_len);
+  auto run = [&](const std::vector<float>& keys, const std::vector<float>& values, const AttentionGeometry& g) {
+    const float *qd = on_device(q), *kd = on_device(keys), *vd = on_device(values), *dod = on_device(dout);
+    float *od = on_device(std::vector<float>(q_n)), *lsed = on_device(std::vector<float>(rows));
+    float *dqd = on_device(std::vector<float>(q_n)), *dkd = on_device(std::vector<float>(kv_n)),
+          *dvd = on_device(std::vector<float>(kv_n));
+    gpu.attention_forward(qd, kd, vd, nullptr, od, lsed, g);
+    gpu.attention_backward(qd, kd, vd, nullptr, od, lsed, dod, dqd, dkd, dvd, g);
+    return std::vector<std::vector<float>>{to_host(od, q_n), to_host(lsed, rows), to_host(dqd, q_n),
+                                           to_host(dkd, kv_n), to_host(dvd, kv_n)};
+  };
+  const auto want = run(k, v, packed), got = run(apart(k), apart(v), spaced);
+  const char* names[] = {"output", "lse", "dq", "dk", "dv"};
+  for (std::size_t t = 0; t < want.size(); ++t) {  // the backward's atomic sums may take another order
+    SCOPED_TRACE(names[t]);
+    expect_close(got[t], want[t], 1e-5f);
+  }
 }
 
 TEST_F(CudaKernels, KernelsWithoutACudaVersionSaySo) {
