@@ -334,7 +334,20 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
     small_product(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  if (m == 1) {  // one row (a generated token): a matrix-vector product, which BLAS runs without packing b
+  // One row against a weight's rows (a generated token): threaded dot products, read at the memory's
+  // rate, a few percent ahead of BLAS's matrix-vector product.
+  if (m == 1 && trans_b && !trans_a) {
+#pragma omp parallel for schedule(static, 16)
+    for (i64 j = 0; j < n; ++j) {
+      const float* bj = b + j * ldb;
+      float sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (i64 p = 0; p < k; ++p) sum += a[p] * bj[p];
+      c[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * c[j]);
+    }
+    return;
+  }
+  if (m == 1) {  // one row against b's columns: a matrix-vector product, which BLAS runs without packing b
     cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans, static_cast<blasint>(trans_b ? n : k),
                 static_cast<blasint>(trans_b ? k : n), alpha, b, static_cast<blasint>(ldb), a,
                 static_cast<blasint>(trans_a ? lda : 1), beta, c, 1);
