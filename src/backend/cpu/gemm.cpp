@@ -91,6 +91,20 @@ void short_dot_products(i64 m, i64 n, i64 k, float alpha, const float* a, i64 ld
 }
 #endif
 
+// One row of a against b's rows (a generated token's layers): each thread takes one contiguous
+// share of b's rows and streams it once, at the memory's rate (interleaving the threads' rows in
+// blocks of 8 ran a quarter slower). Ahead of BLAS's matrix-vector product by 10-30%.
+void one_row_dot_products(i64 n, i64 k, float alpha, const float* a, const float* b, i64 ldb, float beta, float* c) {
+#pragma omp parallel for schedule(static)
+  for (i64 j = 0; j < n; ++j) {
+    const float* bj = b + j * ldb;
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (i64 p = 0; p < k; ++p) sum += a[p] * bj[p];
+    c[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * c[j]);
+  }
+}
+
 // c = alpha a op(b) + beta c for small k. b is packed once in blocks of kRankBlock columns, each
 // block's k rows contiguous (4 KiB at k = 16, where rows n apart would share L1 sets) and the last
 // block padded with zeros. Each thread takes groups of kRankRows rows of c and walks them one
@@ -334,19 +348,7 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
     small_product(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  // One row against a weight's rows (a generated token): threaded dot products, read at the memory's
-  // rate, a few percent ahead of BLAS's matrix-vector product.
-  if (m == 1 && trans_b && !trans_a) {
-#pragma omp parallel for schedule(static, 16)
-    for (i64 j = 0; j < n; ++j) {
-      const float* bj = b + j * ldb;
-      float sum = 0;
-#pragma omp simd reduction(+ : sum)
-      for (i64 p = 0; p < k; ++p) sum += a[p] * bj[p];
-      c[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * c[j]);
-    }
-    return;
-  }
+  if (m == 1 && trans_b && !trans_a) return one_row_dot_products(n, k, alpha, a, b, ldb, beta, c);
   if (m == 1) {  // one row against b's columns: a matrix-vector product, which BLAS runs without packing b
     cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans, static_cast<blasint>(trans_b ? n : k),
                 static_cast<blasint>(trans_b ? k : n), alpha, b, static_cast<blasint>(ldb), a,
