@@ -74,6 +74,12 @@ struct AttentionGeometry {
      packed); c is not read when beta is 0 */                                                                \
   X(gemm_bf16, void(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,        \
                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc))                         \
+  /* a few rows (generated tokens) through a LoRA projection, in one pass over its weights: t = x Aᵀ,  \
+     y = x Wᵀ + scale t Bᵀ; x [rows, in], W [out, in] (f32, or bf16 multiplied by x rounded to bf16),  \
+     A [r, in], B [out, r] f32, t [rows, r] and y [rows, out] written. Optional: ops fall back to the    \
+     separate products where a backend leaves it out */                                                    \
+  X(lora_rows, void(const float* x, const void* w, DType w_dtype, const float* a, const float* b, i64 rows,  \
+                    i64 in, i64 out, i64 r, float scale, float* t, float* y))                                \
   /* out[shape] = a op b, a and b read through strides (0 on broadcast dims) */                              \
   X(binary, void(BinaryOp op, const float* a, const i64* a_strides, const float* b, const i64* b_strides,    \
                  float* out, const i64* shape, int rank))                                                    \

@@ -297,13 +297,20 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   const Tensor w = weight.dtype() == DType::bf16 ? weight : as_f32(weight);
   const bool adds_into_y = w.dtype() == DType::f32 && w.is_contiguous();
   Tensor t = empty_f32({n, r}, x.device());
-  gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
   Tensor y;
-  if (adds_into_y) {
+  // A few rows (generated tokens) in one pass over the weights where the backend has it.
+  constexpr std::int64_t kFusedRows = 8;
+  if (n <= kFusedRows && w.is_contiguous() && backend::kernels(x.device()).lora_rows != nullptr) {
+    y = empty_f32({n, out}, x.device());
+    LORACPP_KERNEL(x.device(), lora_rows)(f32(x2), w.raw_data(), w.dtype(), f32(af), f32(bf), n, in, out, r, scale,
+                                          f32(t), f32(y));
+  } else if (adds_into_y) {
+    gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
     y = empty_f32({n, out}, x.device());
     gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 0.0f, f32(y), out);
     gemm(false, true, n, out, in, 1.0f, f32(x2), in, f32(w), in, 1.0f, f32(y), out);
   } else {
+    gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
     y = matmul_raw(x2, transposed(w));
     gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
   }

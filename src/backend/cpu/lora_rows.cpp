@@ -1,0 +1,63 @@
+// A few rows (generated tokens) through a LoRA projection in one parallel pass: the threads share
+// out A's rows for t = x Aᵀ, then, after one barrier, the output columns, each reading its share of
+// W's rows and of B's rows once. Separately, the adapter's two small products ran on the calling
+// thread while the other waited, and read A and B at one thread's rate: an unmerged r=16 adapter on
+// every layer cost 8-12% of a small bf16 generated token against the merged weights, 7-9% so.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "core/dtype.h"
+
+namespace loracpp::backend::cpu {
+
+namespace {
+
+float dot(const float* x, const float* y, i64 n) {
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (i64 p = 0; p < n; ++p) sum += x[p] * y[p];
+  return sum;
+}
+
+float dot(const float* x, const std::uint16_t* y, i64 n) {
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (i64 p = 0; p < n; ++p) sum += x[p] * bf16_to_float(y[p]);
+  return sum;
+}
+
+}  // namespace
+
+void lora_rows(const float* x, const void* w, DType w_dtype, const float* a, const float* b, i64 rows, i64 in,
+               i64 out, i64 r, float scale, float* t, float* y) {
+  count_gemm(rows, r, in);
+  count_gemm(rows, out, in);  // the expansion's product counts itself
+  const bool bf16 = w_dtype == DType::bf16;
+  // The frozen product multiplies x as the bf16 path rounds it (as_bf16), in f32 from there.
+  std::vector<float> rounded(bf16 ? static_cast<std::size_t>(rows * in) : 0);
+  for (std::size_t i = 0; i < rounded.size(); ++i) rounded[i] = bf16_to_float(float_to_bf16(x[i]));
+  const float* xw = bf16 ? rounded.data() : x;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (i64 q = 0; q < r * rows; ++q) {  // A's rows shared out, each read once for every row of x
+      const i64 row = q % rows, k = q / rows;
+      t[row * r + k] = dot(x + row * in, a + k * in, in);
+    }
+    // Contiguous shares of W's and B's rows, each streamed once: the frozen dot products, then the
+    // share's expansion by our few-term kernel (eight of B's rows at a time; one horizontal sum
+    // per element of y would cost more than its 16 terms).
+    const i64 threads = omp_get_num_threads(), share = (out + threads - 1) / threads;
+    const i64 j0 = std::min(out, omp_get_thread_num() * share), j1 = std::min(out, j0 + share);
+    for (i64 j = j0; j < j1; ++j)
+      for (i64 row = 0; row < rows; ++row)
+        y[row * out + j] = bf16 ? dot(xw + row * in, static_cast<const std::uint16_t*>(w) + j * in, in)
+                                : dot(xw + row * in, static_cast<const float*>(w) + j * in, in);
+    if (j1 > j0) gemm(false, true, rows, j1 - j0, r, scale, t, r, b + j0 * r, r, 1.0f, y + j0, out);
+  }
+}
+
+}  // namespace loracpp::backend::cpu
