@@ -304,15 +304,16 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
     y = empty_f32({n, out}, x.device());
     LORACPP_KERNEL(x.device(), lora_rows)(f32(x2), w.raw_data(), w.dtype(), f32(af), f32(bf), n, in, out, r, scale,
                                           f32(t), f32(y));
-  } else if (adds_into_y) {
-    gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
-    y = empty_f32({n, out}, x.device());
-    gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 0.0f, f32(y), out);
-    gemm(false, true, n, out, in, 1.0f, f32(x2), in, f32(w), in, 1.0f, f32(y), out);
   } else {
     gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
-    y = matmul_raw(x2, transposed(w));
-    gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
+    if (adds_into_y) {
+      y = empty_f32({n, out}, x.device());
+      gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 0.0f, f32(y), out);
+      gemm(false, true, n, out, in, 1.0f, f32(x2), in, f32(w), in, 1.0f, f32(y), out);
+    } else {
+      y = matmul_raw(x2, transposed(w));
+      gemm(false, true, n, out, r, scale, f32(t), r, f32(bf), r, 1.0f, f32(y), out);
+    }
   }
   add_bias(y, bias);
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
