@@ -92,8 +92,8 @@ void short_dot_products(i64 m, i64 n, i64 k, float alpha, const float* a, i64 ld
 #endif
 
 // One row of a against b's rows (a generated token's layers): each thread takes one contiguous
-// share of b's rows and streams it once, at the memory's rate (interleaving the threads' rows in
-// blocks of 8 ran a quarter slower). Ahead of BLAS's matrix-vector product by 10-30%.
+// share of b's rows and streams it once, at the memory's rate; f32 generation ran 30-50% faster
+// than through BLAS's matrix-vector product, and rows dealt out in blocks of 16 gained only 2-8%.
 void one_row_dot_products(i64 n, i64 k, float alpha, const float* a, const float* b, i64 ldb, float beta, float* c) {
 #pragma omp parallel for schedule(static)
   for (i64 j = 0; j < n; ++j) {

@@ -84,8 +84,9 @@ struct SerialOneDnn {
 #endif
 
 // Rows of c up to which oneDNN gives a product one block of rows, and so one thread: an adapter's
-// weight gradients (r rows, a step's tokens as terms) and a generated token's layers ran at one
-// thread's rate while the others waited. Such products share out their columns instead.
+// weight gradients (r rows, a step's tokens as terms) ran at one thread's rate while the others
+// waited. Such products share out their columns instead (a generated token's layers, fewer rows
+// against a weight's rows, take the in-place dot products before this).
 constexpr i64 kFewRows = 32;
 // Columns per thread below which sharing them out costs more than it saves.
 constexpr i64 kColumnsEach = 64;
