@@ -8,9 +8,12 @@
 //   bench_llama --model ../shared/models/stories260K/stories260K.bin --mode generate --tokens 200
 //   bench_llama --preset small --mode generate --tokens 256 --rank 16   (adds the merged rate and
 //     what an unmerged r=16 adapter on every linear layer costs against it)
+//   bench_llama --preset small --mode generate --prompt 256   (adds the rate at which a prompt fills
+//     the KV cache: in one pass, and position by position as a generated token does)
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <fmt/core.h>
 #include <optional>
@@ -155,6 +158,9 @@ int run(int argc, char** argv) {
   app.add_option("--steps", steps, "Timed forward passes");
   app.add_option("--warmup", warmup);
   app.add_option("--tokens", tokens, "Tokens to generate (generate mode)");
+  std::int64_t prompt = 0;
+  app.add_option("--prompt", prompt, "Prompt tokens to fill the KV cache with first (generate mode)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--batch", batch);
   app.add_option("--seq", seq);
   app.add_option("--threads", threads);
@@ -274,6 +280,30 @@ int run(int argc, char** argv) {
       }
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     };
+    if (prompt > 0) {
+      // A prompt fills its own cache in one pass, then another position by position; the best of
+      // `steps` rounds each.
+      prompt = std::min({prompt, model->config().max_position_embeddings, static_cast<std::int64_t>(ids.size())});
+      const std::vector<std::int64_t> prompt_ids(ids.begin(), ids.begin() + prompt);
+      auto fill = [&](bool one_pass) {
+        auto prompt_cache = model->make_cache(1, prompt);
+        const auto start = std::chrono::steady_clock::now();
+        if (one_pass) {
+          model->forward(Tensor::from_ints(prompt_ids, {1, prompt}), &prompt_cache, true).to_floats();
+        } else {
+          for (const std::int64_t id : prompt_ids)
+            model->forward(Tensor::from_ints(std::vector<std::int64_t>{id}, {1, 1}), &prompt_cache, true).to_floats();
+        }
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      };
+      double one_pass = fill(true), by_position = fill(false);
+      for (int i = 1; i < steps; ++i) {
+        one_pass = std::min(one_pass, fill(true));
+        by_position = std::min(by_position, fill(false));
+      }
+      extra += fmt::format(", \"prompt\": {}, \"prompt_tokens_per_s\": {:.1f}, \"prompt_by_position_tokens_per_s\": {:.1f}",
+                           prompt, static_cast<double>(prompt) / one_pass, static_cast<double>(prompt) / by_position);
+    }
     auto cache = model->make_cache(1, tokens + 1);
     std::int64_t token = 1;
     generate(cache, token, 1);  // warm-up position
@@ -304,7 +334,7 @@ int run(int argc, char** argv) {
       }
       counted = tokens;
       const double merged_rate = static_cast<double>(counted) / merged_seconds;
-      extra = fmt::format(", \"merged_tokens_per_s\": {:.1f}, \"unmerged_cost\": {:.3f}", merged_rate,
+      extra += fmt::format(", \"merged_tokens_per_s\": {:.1f}, \"unmerged_cost\": {:.3f}", merged_rate,
                           1.0 - static_cast<double>(counted) / seconds / merged_rate);
     }
   }

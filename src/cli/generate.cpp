@@ -34,8 +34,13 @@ int GenerateCommand::run() {
     std::fflush(stdout);
   });
   std::fputc('\n', stdout);
-  if (result.seconds > 0 && result.tokens.size() > 1)
-    fmt::print(stderr, "achieved tok/s: {:.1f}\n", static_cast<double>(result.tokens.size() - 1) / result.seconds);
+  std::fflush(stdout);
+  if (result.prompt_seconds > 0)
+    fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s)\n", result.prompt_tokens, result.prompt_seconds,
+               static_cast<double>(result.prompt_tokens) / result.prompt_seconds);
+  if (result.seconds > 0 && result.generated > 0)
+    fmt::print(stderr, "generated: {} tokens in {:.3f} s ({:.1f} tok/s)\n", result.generated, result.seconds,
+               static_cast<double>(result.generated) / result.seconds);
   return 0;
 }
 

@@ -20,28 +20,36 @@ GenerateResult generate(const LlamaModel& model, const tokenizers::Tokenizer& to
   const DType dtype = model.dtype();
   KVCache cache = model.make_cache(1, steps, dtype);
   Sampler sampler(options.sampler);
+  auto next_logits = [&](const std::int64_t* ids, std::int64_t count) {
+    const std::vector<std::int64_t> positions(ids, ids + count);
+    return model.forward(Tensor::from_ints(positions, {1, count}), &cache, /*last_only=*/true).to_floats();
+  };
+
+  // The prompt's positions take one pass of the model, as a batch of rows: its products run at
+  // the matrix-multiply rate instead of reading every weight once per position. Only the last
+  // position's logits are kept; they choose the first generated token. A prompt longer than the
+  // steps allow is only echoed.
+  const auto prompt_start = std::chrono::steady_clock::now();
+  std::vector<float> logits;
+  if (result.prompt_tokens <= steps) logits = next_logits(prompt_ids.data(), result.prompt_tokens);
+  const auto start = std::chrono::steady_clock::now();
+  result.prompt_seconds = std::chrono::duration<double>(start - prompt_start).count();
 
   std::int64_t token = prompt_ids[0];
   result.tokens.push_back(token);
-  auto start = std::chrono::steady_clock::now();
   for (std::int64_t pos = 0; pos < steps; ++pos) {
     std::int64_t next;
     if (pos + 1 < result.prompt_tokens) {
-      // Prompt positions: only the cache matters, the next token is known.
-      model.forward(Tensor::from_ints(std::vector<std::int64_t>{token}, {1, 1}), &cache, /*last_only=*/true);
-      next = prompt_ids[static_cast<std::size_t>(pos + 1)];
+      next = prompt_ids[static_cast<std::size_t>(pos + 1)];  // the cache holds it already
     } else {
-      const Tensor logits =
-          model.forward(Tensor::from_ints(std::vector<std::int64_t>{token}, {1, 1}), &cache, /*last_only=*/true);
-      const auto values = logits.to_floats();
-      next = sampler.sample(values);
+      if (pos >= result.prompt_tokens) logits = next_logits(&token, 1);
+      next = sampler.sample(logits);
       ++result.generated;
     }
     if (next == tokenizer.bos_id()) break;  // run.c stops at BOS
     on_text(tokenizer.decode_piece(token, next));
     result.tokens.push_back(next);
     token = next;
-    if (pos == 0) start = std::chrono::steady_clock::now();
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

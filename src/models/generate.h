@@ -20,7 +20,8 @@ struct GenerateResult {
   std::vector<std::int64_t> tokens;  // BOS, prompt and generated tokens
   std::int64_t prompt_tokens = 0;
   std::int64_t generated = 0;
-  double seconds = 0;  // after the first token
+  double prompt_seconds = 0;  // the prompt's pass, which fills the KV cache
+  double seconds = 0;         // the generated tokens'
 };
 
 // Calls on_text with each decoded piece as it is produced (the prompt's pieces included, as run.c).

@@ -1,5 +1,7 @@
 // A real pretrained model: llama2.c's stories260K must reproduce run.c's greedy story byte for
 // byte, continue a prompt as the PyTorch reference does, and survive conversion to other formats.
+#include <algorithm>
+
 #include "models/convert.h"
 #include "models/generate.h"
 #include "models/registry.h"
@@ -44,6 +46,60 @@ TEST(Stories260K, PromptContinuationMatchesTheReference) {
   EXPECT_EQ(loaded.tokenizer->encode(ref["prompt"].get<std::string>(), true, false),
             ref["prompt_ids"].get<std::vector<std::int64_t>>());
   EXPECT_EQ(greedy(loaded, ref["prompt"], ref["steps"]), ref["text"].get<std::string>());
+}
+
+// The prompt fills the KV cache in one pass; position by position, as a generated token does,
+// must give the same continuation and the same logits.
+TEST(Stories260K, PromptInOnePassMatchesThePromptPositionByPosition) {
+  const auto loaded = load_model(kModel);
+  const std::string prompt = "Lily and Ben went to the park. They saw a big tree with red apples, and Ben";
+  const std::vector<std::int64_t> ids = loaded.tokenizer->encode(prompt, true, false);
+  ASSERT_GT(ids.size(), 16u);
+  const std::int64_t steps = static_cast<std::int64_t>(ids.size()) + 30;
+  const GenerateResult result =
+      generate(*loaded.model, *loaded.tokenizer, prompt, {steps, {.temperature = 0.0f}}, [](const std::string&) {});
+  EXPECT_EQ(result.prompt_tokens, static_cast<std::int64_t>(ids.size()));
+  EXPECT_EQ(result.generated, 31);
+  ASSERT_EQ(result.tokens.size(), static_cast<std::size_t>(steps + 1));
+
+  autograd::NoGradGuard no_grad;
+  KVCache cache = loaded.model->make_cache(1, steps);
+  std::vector<std::int64_t> tokens = {ids[0]};
+  for (std::int64_t pos = 0; pos < steps; ++pos) {
+    const auto logits =
+        loaded.model->forward(Tensor::from_ints(std::vector<std::int64_t>{tokens.back()}, {1, 1}), &cache, true)
+            .to_floats();
+    if (pos + 1 < static_cast<std::int64_t>(ids.size())) {
+      tokens.push_back(ids[static_cast<std::size_t>(pos + 1)]);
+      continue;
+    }
+    if (pos + 1 == static_cast<std::int64_t>(ids.size())) {  // the logits the one pass kept
+      KVCache batch_cache = loaded.model->make_cache(1, steps);
+      const auto batch_logits =
+          loaded.model->forward(Tensor::from_ints(ids, {1, static_cast<std::int64_t>(ids.size())}), &batch_cache, true)
+              .to_floats();
+      ASSERT_EQ(batch_logits.size(), logits.size());
+      for (std::size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(batch_logits[i], logits[i], 1e-4f) << i;
+    }
+    tokens.push_back(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  EXPECT_EQ(result.tokens, tokens);
+}
+
+// A prompt longer than the steps allow is echoed up to them, and nothing is generated.
+TEST(Stories260K, PromptLongerThanTheStepsIsOnlyEchoed) {
+  const auto loaded = load_model(kModel);
+  const std::string prompt = "Once upon a time, there was a little girl named Lily who loved to play outside";
+  const std::vector<std::int64_t> ids = loaded.tokenizer->encode(prompt, true, false);
+  ASSERT_GT(ids.size(), 6u);
+  std::string text;
+  const GenerateResult result = generate(*loaded.model, *loaded.tokenizer, prompt, {5, {.temperature = 0.0f}},
+                                         [&](const std::string& piece) { text += piece; });
+  EXPECT_EQ(result.generated, 0);
+  EXPECT_EQ(result.tokens, std::vector<std::int64_t>(ids.begin(), ids.begin() + 6));
+  std::string echoed;
+  for (std::size_t i = 1; i < 6; ++i) echoed += loaded.tokenizer->decode_piece(ids[i - 1], ids[i]);
+  EXPECT_EQ(text, echoed);
 }
 
 TEST(Stories260K, ConvertsToHuggingFaceAndGgufWithTheSameStory) {
