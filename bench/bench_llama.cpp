@@ -8,6 +8,7 @@
 //   bench_llama --model ../shared/models/stories260K/stories260K.bin --mode generate --tokens 200
 //   bench_llama --preset small --mode generate --tokens 256 --rank 16   (adds the merged rate and
 //     what an unmerged r=16 adapter on every linear layer costs against it)
+//   bench_llama --preset small --mode generate --temperature 0.8 --top-p 0.9   (sampling's cost included)
 //   bench_llama --preset small --mode generate --prompt 256   (adds the rate at which a prompt fills
 //     the KV cache: in one pass, and position by position as a generated token does)
 #include <sys/resource.h>
@@ -32,6 +33,7 @@
 #include "train/optimizer.h"
 #include "core/random.h"
 #include "models/registry.h"
+#include "models/sampler.h"
 #include "ops/tape.h"
 
 using namespace loracpp;
@@ -159,6 +161,10 @@ int run(int argc, char** argv) {
   app.add_option("--warmup", warmup);
   app.add_option("--tokens", tokens, "Tokens to generate (generate mode)");
   std::int64_t prompt = 0;
+  models::SamplerOptions sampling{.temperature = 0.0f};
+  app.add_option("--temperature", sampling.temperature, "Sampling temperature (generate mode; 0, the default: greedy)");
+  app.add_option("--top-k", sampling.top_k, "Sampling among the k most likely tokens (0: all)");
+  app.add_option("--top-p", sampling.top_p, "Nucleus sampling threshold");
   app.add_option("--prompt", prompt, "Prompt tokens to fill the KV cache with first (generate mode)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--batch", batch);
@@ -270,13 +276,14 @@ int run(int argc, char** argv) {
     counted = static_cast<std::int64_t>(steps) * p.batch * p.seq;
   } else {
     tokens = std::min(tokens, model->config().max_position_embeddings - 1);
-    // Greedy generation of `count` tokens into `cache`; returns the seconds taken.
+    // Generation of `count` tokens into `cache` (greedy unless --temperature); returns the seconds taken.
+    models::Sampler sampler(sampling);
     auto generate = [&](models::KVCache& cache, std::int64_t& token, std::int64_t count) {
       const auto start = std::chrono::steady_clock::now();
       for (std::int64_t t = 0; t < count; ++t) {
         const auto logits =
             model->forward(Tensor::from_ints(std::vector<std::int64_t>{token}, {1, 1}), &cache, true).to_floats();
-        token = std::max_element(logits.begin(), logits.end()) - logits.begin();
+        token = sampler.sample(logits);
       }
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     };

@@ -3,6 +3,7 @@
 // the top-k tokens and/or the smallest set whose probability reaches top-p.
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "core/random.h"
 
@@ -23,6 +24,8 @@ class Sampler {
  private:
   SamplerOptions options_;
   Rng rng_;
+  std::vector<float> weights_;        // reused from token to token: a vocabulary's worth each
+  std::vector<std::uint64_t> keys_;
 };
 
 }  // namespace loracpp::models
