@@ -5,6 +5,7 @@
 // JSON line, like the peer; for training also the FLOPs per token and the rate they make.
 //   bench_llama --preset tiny --mode lora --rank 8 --targets q,v --steps 5
 //   bench_llama --preset small --mode forward --steps 3
+//   bench_llama --preset smollm --mode lora --gradient-checkpointing   (memory against a third more compute)
 //   bench_llama --model ../shared/models/stories260K/stories260K.bin --mode generate --tokens 200
 //   bench_llama --preset small --mode generate --tokens 256 --rank 16   (adds the merged rate and
 //     what an unmerged r=16 adapter on every linear layer costs against it)
@@ -170,7 +171,8 @@ int run(int argc, char** argv) {
   app.add_option("--batch", batch);
   app.add_option("--seq", seq);
   app.add_option("--threads", threads);
-  bool tied = false;
+  bool tied = false, checkpointing = false;
+  app.add_flag("--gradient-checkpointing", checkpointing, "Recompute each decoder layer in the backward pass (lora mode)");
   app.add_option("--device", device, "cpu, or cuda (timings include a synchronisation per step)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_flag("--tied", tied, "Tie the preset's output layer to its embedding table (as SmolLM-135M does)");
@@ -244,7 +246,7 @@ int run(int argc, char** argv) {
     const Tensor x = Tensor::from_ints(inputs, {p.batch, p.seq}), y = Tensor::from_ints(next, {p.batch, p.seq});
     double loss = 0;
     auto step = [&] {
-      const Tensor l = model->token_loss(x, y, {.training = true});
+      const Tensor l = model->token_loss(x, y, {.training = true, .gradient_checkpointing = checkpointing});
       autograd::backward(l);
       optimizer.step();
       optimizer.zero_grad();

@@ -13,6 +13,7 @@ import pathlib
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 torch.manual_seed(20261122)
 CASES = []
@@ -160,6 +161,10 @@ case("lora_linear",
 case("linear_cross_entropy",
      lambda x, w, t: F.cross_entropy(F.linear(x, w).reshape(-1, 9), t.reshape(-1), ignore_index=-100),
      [rnd(2, 4, 6, lo=-2, hi=2), rnd(9, 6, lo=-2, hi=2), torch.tensor([[3, 8, -100, 0], [5, 5, 1, -100]])])
+# ---- activation checkpointing: a segment recomputed in the backward pass (appended too) ----
+case("checkpoint",
+     lambda x, w: torch.utils.checkpoint.checkpoint(lambda x, w: F.silu(F.linear(x, w)) * x, x, w, use_reentrant=False),
+     [rnd(2, 3, 4), rnd(4, 4)])
 
 out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ops.json"
 out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ struct GenerateCommand : Command {
 struct TrainCommand : Command {
   std::string model, tokenizer, data, validation_data, out, config_file, resume, targets = "q_proj,v_proj", init = "default";
   std::string schedule = "cosine", bias = "none", base_dtype = "f32", device = "cpu";
-  bool full = false, overwrite = false, rslora = false;
+  bool full = false, overwrite = false, rslora = false, gradient_checkpointing = false;
   double validation_fraction = 0.1;
   std::int64_t r = 8, seq_len = 256, steps = 100, batch_size = 16, micro_batch_size = 0, warmup = 0;
   std::int64_t eval_every = 0, eval_batches = 0, early_stopping = 0, save_every = 0, stop_at = 0;

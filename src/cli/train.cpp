@@ -89,6 +89,9 @@ void TrainCommand::add_to(CLI::App& parent) {
   app->add_option("--steps", steps, "Optimiser steps")->check(CLI::PositiveNumber);
   app->add_option("--batch-size", batch_size, "Sequences per optimiser step")->check(CLI::PositiveNumber);
   app->add_option("--micro-batch-size", micro_batch_size, "Sequences per forward pass (gradient accumulation)");
+  app->add_flag("--gradient-checkpointing", gradient_checkpointing,
+                "Keep only each decoder layer's input and recompute the layer in the backward pass: less memory "
+                "for activations, about a third more compute");
   app->add_option("--lr", lr, "Peak learning rate")->check(CLI::PositiveNumber);
   app->add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay");
   app->add_option("--max-grad-norm", max_grad_norm, "Clip gradients to this global norm (0: off)");
@@ -185,6 +188,10 @@ int TrainCommand::run() {
   options.save_every = save_every;
   options.stop_at = stop_at;
   options.seed = seed;
+  options.gradient_checkpointing = gradient_checkpointing;
+  if (gradient_checkpointing)
+    fmt::print(stderr, "gradient checkpointing: each decoder layer keeps only its input and runs again in the "
+                       "backward pass\n");
   const nlohmann::ordered_json fingerprint = {
       {"model", model}, {"data", data}, {"validation_data", validation_data},
       {"validation_fraction", validation_fraction}, {"seq_len", seq_len}, {"full", full},

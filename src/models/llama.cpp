@@ -4,6 +4,7 @@
 #include <numbers>
 #include <set>
 
+#include "autograd/checkpoint.h"
 #include "core/storage.h"
 #include "ops/tape.h"
 
@@ -326,6 +327,18 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
                  context);
 }
 
+std::vector<Tensor> LlamaModel::trainable_in_layer(std::int64_t layer) const {
+  const std::string prefix = fmt::format("model.layers.{}.", layer);
+  std::vector<Tensor> out;
+  for (auto it = weights_.lower_bound(prefix); it != weights_.end() && it->first.starts_with(prefix); ++it)
+    if (it->second.requires_grad()) out.push_back(it->second);
+  for (auto it = adapters_.lower_bound(prefix); it != adapters_.end() && it->first.starts_with(prefix); ++it)
+    for (const nn::LoraBranch& branch : it->second)
+      for (const Tensor* t : {&branch.a, &branch.b})
+        if (t->defined() && t->requires_grad()) out.push_back(*t);
+  return out;
+}
+
 Tensor LlamaModel::forward(const Tensor& ids, KVCache* cache, bool last_only, const nn::ForwardContext& context) const {
   const Tensor x = hidden_states(ids, cache, last_only, context);
   if (config_.tie_word_embeddings) return ops::linear(x, weight("model.embed_tokens.weight"));
@@ -350,11 +363,18 @@ Tensor LlamaModel::hidden_states(const Tensor& given_ids, KVCache* cache, bool l
   if (x.dtype() != dtype()) x = to_dtype(x, dtype());  // a bf16 table (tied to the output layer): rows widened
   const float eps = config_.rms_norm_eps;
   for (std::int64_t l = 0; l < config_.num_layers; ++l) {
-    x = add(x, attention(l, rms_norm(x, weight(layer_name(l, "input_layernorm.weight")), eps), cache, context));
-    const Tensor h = rms_norm(x, weight(layer_name(l, "post_attention_layernorm.weight")), eps);
-    const Tensor gated = swiglu(project(layer_name(l, "mlp.gate_proj"), h, context),
-                                project(layer_name(l, "mlp.up_proj"), h, context));
-    x = add(x, project(layer_name(l, "mlp.down_proj"), gated, context));
+    // By value: a checkpointed layer runs again in the backward pass, after this call returns.
+    auto layer = [this, l, eps, cache, context](const Tensor& in) {
+      using namespace ops;
+      const Tensor mid = add(in, attention(l, rms_norm(in, weight(layer_name(l, "input_layernorm.weight")), eps), cache,
+                                           context));
+      const Tensor h = rms_norm(mid, weight(layer_name(l, "post_attention_layernorm.weight")), eps);
+      const Tensor gated = swiglu(project(layer_name(l, "mlp.gate_proj"), h, context),
+                                  project(layer_name(l, "mlp.up_proj"), h, context));
+      return add(mid, project(layer_name(l, "mlp.down_proj"), gated, context));
+    };
+    // A KV cache is filled once: a recomputed layer would write its slice again.
+    x = context.gradient_checkpointing && !cache ? autograd::checkpoint(layer, x, trainable_in_layer(l)) : layer(x);
   }
   if (cache) cache->length += seq;
   if (last_only) x = slice(x, 1, seq - 1, seq);

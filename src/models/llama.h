@@ -121,6 +121,9 @@ class LlamaModel {
   Tensor hidden_states(const Tensor& ids, KVCache* cache, bool last_only, const nn::ForwardContext& context) const;
   Tensor attention(std::int64_t layer, const Tensor& x, KVCache* cache, const nn::ForwardContext& context) const;
   Tensor project(const std::string& module, const Tensor& x, const nn::ForwardContext& context) const;
+  // The tensors of a decoder layer that may take gradients: its adapters' A and B, and its weights
+  // where they train (full fine-tuning).
+  std::vector<Tensor> trainable_in_layer(std::int64_t layer) const;
   LlamaConfig config_;
   std::map<std::string, Tensor> weights_;
   std::string source_;

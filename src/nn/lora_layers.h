@@ -29,6 +29,9 @@ struct ForwardContext {
   std::uint64_t seed = 0;    // dropout masks derive from (seed, layer)
   const std::set<std::string>* active = nullptr;  // adapters to apply; null: all with weight != 0
   Tensor attention_mask{};   // additive [batch, 1, seq, seq] on top of the causal mask (packed examples)
+  // Each decoder layer keeps only its input for the backward pass, which runs it again
+  // (autograd/checkpoint.h): less memory for one more forward pass.
+  bool gradient_checkpointing = false;
 };
 
 // x [..., in], weight [out, in], bias [out] or undefined -> [..., out]

@@ -13,7 +13,7 @@ namespace loracpp::ops {
   X(contiguous) X(to_dtype) X(reshape) X(permute) X(transpose) X(slice) X(broadcast_to) X(concat)      \
   X(split) X(add) X(sub) X(mul) X(div) X(scale) X(sum) X(mean) X(matmul) X(linear) X(lora_linear) X(embedding)        \
   X(rms_norm) X(layer_norm) X(softmax) X(silu) X(gelu) X(swiglu) X(dropout) X(cross_entropy) X(linear_cross_entropy) X(rope)   \
-  X(attention) X(im2col) X(conv2d) X(max_pool2d) X(avg_pool2d)
+  X(attention) X(im2col) X(conv2d) X(max_pool2d) X(avg_pool2d) X(checkpoint)
 
 enum class OpId : std::uint16_t {
 #define LORACPP_OP_ENUM(name) name,

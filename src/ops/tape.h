@@ -49,6 +49,19 @@ class NoGradGuard {
   bool previous_;
 };
 
+// Turns recording on for its lifetime: a checkpointed segment recomputed inside the backward pass
+// (autograd/checkpoint.h).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // True when grad mode is on and some input requires grad.
 bool should_record(const std::vector<Tensor>& inputs);
 

@@ -128,7 +128,8 @@ double Trainer::train_step() {
     const nn::ForwardContext context{
         .training = true,
         .seed = mix64(options_.seed ^ mix64(static_cast<std::uint64_t>(step_ * 1009 + micro))),
-        .attention_mask = batch.attention_mask};
+        .attention_mask = batch.attention_mask,
+        .gradient_checkpointing = options_.gradient_checkpointing};
     const Tensor loss = model_.token_loss(batch.inputs, batch.targets, context, data::kIgnore);
     const float share = static_cast<float>(batch.trained) / static_cast<float>(trained);
     loss_sum += loss.item() * share;

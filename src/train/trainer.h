@@ -33,6 +33,7 @@ struct TrainOptions {
   std::int64_t save_every = 0;    // checkpoint every N steps; 0: never
   std::int64_t stop_at = 0;       // stop early at this step with a checkpoint (as if interrupted); 0: never
   std::uint64_t seed = 0;
+  bool gradient_checkpointing = false;  // decoder layers recomputed in the backward pass (less memory)
 };
 
 struct EvalResult {

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "autograd/backward.h"
+#include "autograd/checkpoint.h"
 #include "autograd/gradcheck.h"
 #include "core/random.h"
 #include "ops/ops.h"
@@ -221,6 +222,17 @@ const std::vector<GradCase>& cases() {
          const Pool2dOptions options{3, 2, pick(r, {1, 2}), 0, 1, pick(r, {0, 1})};
          return {{spaced({pick(r, {1, 2}), 2, 3 + dim(r), 2 + dim(r)}, r)},
                  [options](const Inputs& x) { return max_pool2d(x[0], options); }};
+       }},
+      // A segment recomputed in the backward pass; the second trainable tensor reaches it only as
+      // a parameter, and a third one is listed but unused (its gradient is zero).
+      {"checkpoint", [](Rng& r) -> Result {
+         const std::int64_t n = dim(r), d = pick(r, {2, 3});
+         return {{leaf({n, d}, r), leaf({d, d}, r), leaf({d}, r), leaf({2}, r)}, [](const Inputs& x) {
+                   const Tensor w = x[1], b = x[2];
+                   return autograd::checkpoint(
+                       [w, b](const Tensor& in) { return mul(silu(linear(in, w, b)), scale(in, 2.0f)); }, x[0],
+                       {w, b, x[3]});
+                 }};
        }},
       {"avg_pool2d", [](Rng& r) -> Result {
          const Pool2dOptions options{2, 3, pick(r, {1, 2}), 0, 1, 1};

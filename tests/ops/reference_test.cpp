@@ -5,6 +5,7 @@
 #include <map>
 
 #include "autograd/backward.h"
+#include "autograd/checkpoint.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -55,6 +56,10 @@ const std::map<std::string, Builder>& builders() {
       {"cross_entropy_3d", [](const Inputs& x) { return cross_entropy(scale(x[0], 2.0f), x[1]); }},
       // Three rows per chunk: eight rows go through as 3 + 3 + 2.
       {"linear_cross_entropy", [](const Inputs& x) { return linear_cross_entropy(x[0], x[1], x[2], -100, 3); }},
+      {"checkpoint", [](const Inputs& x) {
+         const Tensor w = x[1];
+         return autograd::checkpoint([w](const Tensor& in) { return mul(silu(linear(in, w)), in); }, x[0], {w});
+       }},
       {"rope_half", [](const Inputs& x) { return rope(x[0], {.theta = 10000.0f, .position_offset = 3}); }},
       {"rope_interleaved",
        [](const Inputs& x) { return rope(x[0], {.theta = 500.0f, .layout = RopeLayout::interleaved}); }},

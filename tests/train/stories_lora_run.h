@@ -10,7 +10,8 @@
 
 namespace loracpp::testing {
 
-inline std::vector<double> stories_lora_losses(DType base, Device device, std::int64_t steps) {
+inline std::vector<double> stories_lora_losses(DType base, Device device, std::int64_t steps,
+                                               bool gradient_checkpointing = false) {
   auto tuner = FineTuner::load(shared_path("models/stories260K/stories260K.bin"));
   tuner.model().store_weights(base);
   lora::LoraConfig config;
@@ -32,6 +33,7 @@ inline std::vector<double> stories_lora_losses(DType base, Device device, std::i
   options.batch_size = 4;
   options.lr = 5e-3f;
   options.seed = 3;
+  options.gradient_checkpointing = gradient_checkpointing;
   std::vector<double> losses;
   tuner.train("default", documents, {}, 32, options, [&](const train::TrainEvent& e) {
     if (e.kind == train::TrainEvent::Kind::step) losses.push_back(e.loss);
