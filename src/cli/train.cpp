@@ -91,7 +91,7 @@ void TrainCommand::add_to(CLI::App& parent) {
   app->add_option("--micro-batch-size", micro_batch_size, "Sequences per forward pass (gradient accumulation)");
   app->add_flag("--gradient-checkpointing", gradient_checkpointing,
                 "Keep only each decoder layer's input and recompute the layer in the backward pass: less memory "
-                "for activations, about a third more compute");
+                "for activations, about a third more time");
   app->add_option("--lr", lr, "Peak learning rate")->check(CLI::PositiveNumber);
   app->add_option("--weight-decay", weight_decay, "AdamW decoupled weight decay");
   app->add_option("--max-grad-norm", max_grad_norm, "Clip gradients to this global norm (0: off)");
