@@ -295,7 +295,7 @@ int run(int argc, char** argv) {
       prompt = std::min({prompt, model->config().max_position_embeddings, static_cast<std::int64_t>(ids.size())});
       const std::vector<std::int64_t> prompt_ids(ids.begin(), ids.begin() + prompt);
       auto fill = [&](bool one_pass) {
-        auto prompt_cache = model->make_cache(1, prompt);
+        auto prompt_cache = model->make_cache(1, prompt, model->kv_cache_dtype());
         const auto start = std::chrono::steady_clock::now();
         if (one_pass) {
           model->forward(Tensor::from_ints(prompt_ids, {1, prompt}), &prompt_cache, true).to_floats();
@@ -313,7 +313,7 @@ int run(int argc, char** argv) {
       extra += fmt::format(", \"prompt\": {}, \"prompt_tokens_per_s\": {:.1f}, \"prompt_by_position_tokens_per_s\": {:.1f}",
                            prompt, static_cast<double>(prompt) / one_pass, static_cast<double>(prompt) / by_position);
     }
-    auto cache = model->make_cache(1, tokens + 1);
+    auto cache = model->make_cache(1, tokens + 1, model->kv_cache_dtype());
     std::int64_t token = 1;
     generate(cache, token, 1);  // warm-up position
     if (app.count("--rank") == 0) {
@@ -328,7 +328,7 @@ int run(int argc, char** argv) {
       config.lora_alpha = alpha;
       config.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
       lora::attach_adapter(*model, "default", config, 3);
-      auto merged_cache = model->make_cache(1, tokens + 1);
+      auto merged_cache = model->make_cache(1, tokens + 1, model->kv_cache_dtype());
       std::int64_t merged_token = 1;
       lora::merge_adapter(*model, "default");
       generate(merged_cache, merged_token, 1);

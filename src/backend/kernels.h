@@ -139,6 +139,10 @@ struct AttentionGeometry {
   /* fused attention that never holds more than a tile of scores; lse saves the softmax for backward */    \
   X(attention_forward, void(const float* q, const float* k, const float* v, const float* mask, float* out,   \
                             float* lse, const AttentionGeometry& g))                                         \
+  /* the same over keys and values held in bf16 (a KV cache on the bf16 path), read in place, widened to  \
+     f32 where the tiles multiply in f32; inference only (no backward) */                                   \
+  X(attention_forward_bf16_kv, void(const float* q, const std::uint16_t* k, const std::uint16_t* v,          \
+                                    const float* mask, float* out, float* lse, const AttentionGeometry& g))  \
   /* dq, dk, dv overwritten; recomputes the scores tile by tile from q, k and lse */                         \
   X(attention_backward, void(const float* q, const float* k, const float* v, const float* mask,              \
                              const float* out, const float* lse, const float* dout, float* dq, float* dk,    \

@@ -17,8 +17,7 @@ GenerateResult generate(const LlamaModel& model, const tokenizers::Tokenizer& to
   GenerateResult result;
   const std::vector<std::int64_t> prompt_ids = tokenizer.encode(prompt, /*add_bos=*/true, /*add_eos=*/false);
   result.prompt_tokens = static_cast<std::int64_t>(prompt_ids.size());
-  const DType dtype = model.dtype();
-  KVCache cache = model.make_cache(1, steps, dtype);
+  KVCache cache = model.make_cache(1, steps, model.kv_cache_dtype());
   Sampler sampler(options.sampler);
   auto next_logits = [&](const std::int64_t* ids, std::int64_t count) {
     const std::vector<std::int64_t> positions(ids, ids + count);

@@ -285,6 +285,11 @@ const std::vector<std::string>& LlamaModel::target_modules() {
   return names;
 }
 
+DType LlamaModel::kv_cache_dtype() const {
+  const bool bf16 = weight(layer_name(0, "self_attn.k_proj.weight")).dtype() == DType::bf16;
+  return bf16 && device() == Device::cpu ? DType::bf16 : DType::f32;
+}
+
 KVCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity, DType dtype) const {
   KVCache cache;
   cache.capacity = capacity;
@@ -314,8 +319,8 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
           cache->capacity, position + seq);
     Tensor& keys = cache->keys[static_cast<std::size_t>(layer)];
     Tensor& values = cache->values[static_cast<std::size_t>(layer)];
-    assign(slice(keys, 2, position, position + seq), k);
-    assign(slice(values, 2, position, position + seq), v);
+    assign(slice(keys, 2, position, position + seq), k.dtype() == keys.dtype() ? k : to_dtype(k, keys.dtype()));
+    assign(slice(values, 2, position, position + seq), v.dtype() == values.dtype() ? v : to_dtype(v, values.dtype()));
     k = slice(keys, 2, 0, position + seq);
     v = slice(values, 2, 0, position + seq);
   }

@@ -46,12 +46,13 @@ bool fused_kernel_fits(Device device, std::int64_t head_dim, std::int64_t v_dim,
   return true;
 }
 
-// k or v in f32 as the fused kernels read it, and the elements from one head to the next: where no
-// gradient is recorded and each head's rows are dense with the heads evenly spaced (a KV cache's
-// slice during generation), the tensor itself, so that a generated token does not copy the whole
-// cache; otherwise a packed copy.
-std::pair<Tensor, std::int64_t> kernel_heads(const Tensor& x, bool recording) {
-  const Tensor f = x.dtype() == DType::f32 ? x : as_f32(x);  // as_f32 packs
+// k or v as the fused kernels read it (in f32, or in bf16 where asked to keep it so), and the
+// elements from one head to the next: where no gradient is recorded and each head's rows are
+// dense with the heads evenly spaced (a KV cache's slice during generation), the tensor itself, so
+// that a generated token does not copy the whole cache; otherwise a packed copy.
+std::pair<Tensor, std::int64_t> kernel_heads(const Tensor& x, bool recording, bool keep_bf16 = false) {
+  const bool keep = x.dtype() == DType::f32 || (keep_bf16 && x.dtype() == DType::bf16);
+  const Tensor f = keep ? x : as_f32(x);  // as_f32 packs
   const std::int64_t batch = f.size(0), heads = f.size(1), len = f.size(2), dim = f.size(3);
   const Shape& s = f.strides();
   const bool rows_dense = (dim <= 1 || s[3] == 1) && (len <= 1 || s[2] == dim);
@@ -84,12 +85,24 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   }
   const bool recording = autograd::should_record({q, k, v});
   const Tensor qf = contiguous_raw(as_f32(q));
+  Tensor out = empty_f32({batch, q_heads, q_len, v_dim}, q.device());
+  Tensor lse = empty_f32({batch, q_heads, q_len}, q.device());
+  // Keys and values held in bf16 (a KV cache on the bf16 path) are read as they are, not widened
+  // into a copy, where the backend can and no gradient is asked for.
+  const auto bf16_kv = backend::kernels(q.device()).attention_forward_bf16_kv;
+  if (!recording && bf16_kv != nullptr && k.dtype() == DType::bf16 && v.dtype() == DType::bf16) {
+    const auto [kb, k_stride] = kernel_heads(k, recording, true);
+    const auto [vb, v_stride] = kernel_heads(v, recording, true);
+    g.k_head_stride = k_stride;
+    g.v_head_stride = v_stride;
+    bf16_kv(f32(qf), kb.data<std::uint16_t>(), vb.data<std::uint16_t>(), m.defined() ? f32(m) : nullptr, f32(out),
+            f32(lse), g);
+    return cast_raw(out, q.dtype());
+  }
   const auto [kf, k_stride] = kernel_heads(k, recording);
   const auto [vf, v_stride] = kernel_heads(v, recording);
   g.k_head_stride = k_stride;
   g.v_head_stride = v_stride;
-  Tensor out = empty_f32({batch, q_heads, q_len, v_dim}, q.device());
-  Tensor lse = empty_f32({batch, q_heads, q_len}, q.device());
   LORACPP_KERNEL(q.device(), attention_forward)(f32(qf), f32(kf), f32(vf), m.defined() ? f32(m) : nullptr, f32(out),
                                                f32(lse), g);
   // The backward needs the output: its own handle on the storage, since holding the recorded
@@ -118,8 +131,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   for (const auto* t : {&q, &k, &v}) {
     require_floating(op, *t, "q, k and v");
     require_rank(op, *t, 4, "q, k and v");
-    require_same_dtype(op, q, *t);
   }
+  require_same_dtype(op, k, v);  // q may differ: a KV cache may be held in another dtype than q
   require_same_device(op, {q, k, v, options.mask});
   const std::int64_t batch = q.size(0), q_heads = q.size(1), q_len = q.size(2), head_dim = q.size(3);
   const std::int64_t kv_heads = k.size(1), kv_len = k.size(2), v_dim = v.size(3);
@@ -142,6 +155,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     return fused_attention(q, k, v, options.mask, scale_value, options.causal, options.bf16_products);
 
   // Query heads h*group .. h*group+group-1 share key/value head h: fold the group into the rows.
+  if (k.dtype() != q.dtype())
+    return scaled_dot_product_attention(q, to_dtype(k, q.dtype()), to_dtype(v, q.dtype()), options);
   const Tensor qg = reshape(q, {batch, kv_heads, group * q_len, head_dim});
   Tensor scores = scale(matmul(qg, transpose(k, -1, -2)), scale_value);  // [b, kvh, group*q_len, kv_len]
   const bool masked = options.causal || options.mask.defined();

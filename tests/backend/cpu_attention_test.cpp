@@ -2,12 +2,15 @@
 // head's rows followed by room for more) exactly as it reads packed ones: the same output,
 // log-sum-exp and gradients, bit for bit, with f32 and with bf16 tile products, grouped-query,
 // for one generated query and for a prompt's worth. The room between heads holds NaNs, which a
-// wrong stride would read.
+// wrong stride would read. Keys and values held in bf16 (a KV cache on the bf16 path) give what
+// their widened values give.
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_bf16.h"
+#include "core/dtype.h"
 #include "test_util.h"
 
 namespace loracpp::backend::cpu {
@@ -63,6 +66,49 @@ void expect_spaced_heads_read_as_packed(i64 q_len, bool bf16) {
 TEST(CpuAttention, HeadsLaidApartAreReadAsPackedOnes) {
   for (const bool bf16 : {false, true})
     for (const i64 q_len : {1, 70}) expect_spaced_heads_read_as_packed(q_len, bf16);
+}
+
+// Keys and values in bf16, laid apart as in a cache, read in place: the output and log-sum-exp of
+// the f32 kernel over the same values widened. With bf16 tiles both round nothing (the values are
+// bf16 already): bit for bit. With f32 tiles (a generated token) the widened dot products sum in
+// another order than BLAS: within f32 rounding.
+void expect_bf16_kv_as_widened(i64 q_len, bool bf16, std::int64_t group) {
+  const i64 batch = 2, kv_heads = 2, kv_len = 90, capacity = 128, dim = 32;
+  AttentionGeometry g{batch, kv_heads, group, q_len, kv_len, dim, dim, 1.0f / std::sqrt(32.0f), true, 0, 0, bf16};
+  const i64 kv_items = batch * kv_heads, q_rows = batch * kv_heads * group * q_len;
+  const auto q = values(static_cast<std::size_t>(q_rows * dim), 0.37f);
+  auto rounded = [](std::vector<float> x) {
+    for (float& e : x) e = bf16_to_float(float_to_bf16(e));
+    return x;
+  };
+  const auto k = rounded(values(static_cast<std::size_t>(kv_items * kv_len * dim), 0.11f));
+  const auto v = rounded(values(static_cast<std::size_t>(kv_items * kv_len * dim), 0.23f));
+  auto as_bf16 = [](const std::vector<float>& x) {
+    std::vector<std::uint16_t> out(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) out[i] = float_to_bf16(x[i]);  // NaN stays NaN
+    return out;
+  };
+  const auto k16 = as_bf16(spaced(k, kv_items, kv_len, capacity, dim));
+  const auto v16 = as_bf16(spaced(v, kv_items, kv_len, capacity, dim));
+  std::vector<float> want(q.size()), want_lse(static_cast<std::size_t>(q_rows));
+  attention_forward(q.data(), k.data(), v.data(), nullptr, want.data(), want_lse.data(), g);
+  AttentionGeometry apart = g;
+  apart.k_head_stride = apart.v_head_stride = capacity * dim;
+  std::vector<float> got(q.size()), got_lse(want_lse.size());
+  attention_forward_bf16_kv(q.data(), k16.data(), v16.data(), nullptr, got.data(), got_lse.data(), apart);
+  const bool exact = bf16 && q_len >= 64 && bf16_products_native();
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << "read past a head's rows";
+    if (exact) ASSERT_EQ(got[i], want[i]) << i << " q_len " << q_len;
+    else ASSERT_NEAR(got[i], want[i], 2e-6f) << i << " q_len " << q_len << " bf16 " << bf16;
+  }
+  for (std::size_t i = 0; i < want_lse.size(); ++i) ASSERT_NEAR(got_lse[i], want_lse[i], 2e-6f * std::abs(want_lse[i]));
+}
+
+TEST(CpuAttention, Bf16KeysAndValuesReadInPlaceGiveTheirWidenedValuesResult) {
+  for (const bool bf16 : {false, true})
+    for (const i64 q_len : {1, 5, 70})
+      for (const std::int64_t group : {1, 3}) expect_bf16_kv_as_widened(q_len, bf16, group);
 }
 
 }  // namespace

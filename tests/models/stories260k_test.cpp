@@ -49,9 +49,13 @@ TEST(Stories260K, PromptContinuationMatchesTheReference) {
 }
 
 // The prompt fills the KV cache in one pass; position by position, as a generated token does,
-// must give the same continuation and the same logits.
-TEST(Stories260K, PromptInOnePassMatchesThePromptPositionByPosition) {
+// must give the same logits and, in f32, the same continuation. On the bf16 path (whose cache is
+// bf16 too) the products sum in another order, and an activation a hair from a bf16 rounding
+// boundary can round the other way (0.4% of its value): the logits agree within that, and greedy
+// choices could part at a near tie.
+void expect_prompt_in_one_pass_as_by_position(DType base, float tolerance) {
   const auto loaded = load_model(kModel);
+  loaded.model->store_weights(base);
   const std::string prompt = "Lily and Ben went to the park. They saw a big tree with red apples, and Ben";
   const std::vector<std::int64_t> ids = loaded.tokenizer->encode(prompt, true, false);
   ASSERT_GT(ids.size(), 16u);
@@ -63,7 +67,9 @@ TEST(Stories260K, PromptInOnePassMatchesThePromptPositionByPosition) {
   ASSERT_EQ(result.tokens.size(), static_cast<std::size_t>(steps + 1));
 
   autograd::NoGradGuard no_grad;
-  KVCache cache = loaded.model->make_cache(1, steps);
+  const DType cache_dtype = loaded.model->kv_cache_dtype();
+  EXPECT_EQ(cache_dtype, base);
+  KVCache cache = loaded.model->make_cache(1, steps, cache_dtype);
   std::vector<std::int64_t> tokens = {ids[0]};
   for (std::int64_t pos = 0; pos < steps; ++pos) {
     const auto logits =
@@ -74,16 +80,55 @@ TEST(Stories260K, PromptInOnePassMatchesThePromptPositionByPosition) {
       continue;
     }
     if (pos + 1 == static_cast<std::int64_t>(ids.size())) {  // the logits the one pass kept
-      KVCache batch_cache = loaded.model->make_cache(1, steps);
+      KVCache batch_cache = loaded.model->make_cache(1, steps, cache_dtype);
       const auto batch_logits =
           loaded.model->forward(Tensor::from_ints(ids, {1, static_cast<std::int64_t>(ids.size())}), &batch_cache, true)
               .to_floats();
       ASSERT_EQ(batch_logits.size(), logits.size());
-      for (std::size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(batch_logits[i], logits[i], 1e-4f) << i;
+      for (std::size_t i = 0; i < logits.size(); ++i)
+        EXPECT_NEAR(batch_logits[i], logits[i], tolerance * (1.0f + std::abs(logits[i]))) << i;
     }
     tokens.push_back(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  EXPECT_EQ(result.tokens, tokens);
+  if (base == DType::f32) EXPECT_EQ(result.tokens, tokens);
+}
+
+TEST(Stories260K, PromptInOnePassMatchesThePromptPositionByPosition) {
+  expect_prompt_in_one_pass_as_by_position(DType::f32, 1e-4f);
+}
+
+TEST(Stories260K, PromptInOnePassMatchesThePromptPositionByPositionWithBf16WeightsAndCache) {
+  expect_prompt_in_one_pass_as_by_position(DType::bf16, 0.1f);
+}
+
+// A bf16 cache against an f32 one under the same bf16 weights: the keys and values rounded to bf16,
+// as the bf16 path rounds every activation before a product. On this 64-wide model that moves the
+// logits by about 0.5% of their spread on average (twice what the bf16 weights move them).
+TEST(Stories260K, Bf16CacheStaysCloseToTheF32Cache) {
+  const auto loaded = load_model(kModel);
+  loaded.model->store_weights(DType::bf16);
+  autograd::NoGradGuard no_grad;
+  const std::vector<std::int64_t> ids = loaded.tokenizer->encode("Once upon a time, a little dog", true, false);
+  const auto n = static_cast<std::int64_t>(ids.size());
+  const Tensor next = Tensor::from_ints(std::vector<std::int64_t>{ids.back()}, {1, 1});
+  auto logits = [&](DType cache_dtype) {  // the prompt in one pass, then one token
+    KVCache cache = loaded.model->make_cache(1, n + 1, cache_dtype);
+    EXPECT_EQ(cache.keys[0].dtype(), cache_dtype);
+    loaded.model->forward(Tensor::from_ints(ids, {1, n}), &cache, true);
+    return loaded.model->forward(next, &cache, true).to_floats();
+  };
+  const auto f32 = logits(DType::f32), bf16 = logits(DType::bf16);
+  double gap = 0, largest = 0, spread = 0;
+  for (std::size_t i = 0; i < f32.size(); ++i) {
+    gap += std::abs(bf16[i] - f32[i]);
+    largest = std::max(largest, static_cast<double>(std::abs(bf16[i] - f32[i])));
+    spread += std::abs(f32[i]);
+  }
+  gap /= static_cast<double>(f32.size());
+  spread /= static_cast<double>(f32.size());
+  EXPECT_GT(gap, 0.0);  // the caches did differ
+  EXPECT_LT(gap, 0.01 * spread);
+  EXPECT_LT(largest, 0.05 * spread);
 }
 
 // A prompt longer than the steps allow is echoed up to them, and nothing is generated.

@@ -3,7 +3,8 @@
 // each row, and the backward pass recomputes its tile of probabilities from it. Tiles are
 // multiplied inside an OpenMP loop over heads, each on its own thread: in f32 through OpenBLAS,
 // or, when the geometry asks for bf16 products, in bf16 with f32 accumulation through oneDNN.
-// Softmax, masking and the log-sum-exp stay f32 either way.
+// Softmax, masking and the log-sum-exp stay f32 either way. Keys and values may also come in bf16
+// (a KV cache on the bf16 path), read in place; f32 tiles widen them as they read them.
 #include <cblas.h>
 #include <omp.h>
 
@@ -17,6 +18,7 @@
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/vec_math.h"
 #include "core/dtype.h"
+#include "core/error.h"
 
 namespace loracpp::backend::cpu {
 
@@ -46,7 +48,8 @@ class OneBlasThreadEach {
   int blas_, team_;
 };
 
-// A tile operand: its f32 values, and its bf16 copy when the call multiplies in bf16.
+// A tile operand: its f32 values, and its bf16 copy when the call multiplies in bf16. Keys and
+// values held in bf16 (a KV cache) have no f32 values: f32 tiles widen them as they are read.
 struct Operand {
   const float* f32;
   const std::uint16_t* bf16 = nullptr;
@@ -66,6 +69,10 @@ class TileProducts {
       gemm_bf16_serial(trans_a, trans_b, m, n, k, alpha, a.bf16, lda, b.bf16, ldb, beta, c, ldc);
       return;
     }
+    if (b.f32 == nullptr) {
+      widening_b(trans_a, trans_b, m, n, k, alpha, a.f32, lda, b.bf16, ldb, beta, c, ldc);
+      return;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                 static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a.f32,
                 static_cast<blasint>(lda), b.f32, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
@@ -81,6 +88,35 @@ class TileProducts {
   }
 
  private:
+  // c = alpha a op(b) + beta c with b's bf16 values widened as read: the few query rows of a
+  // generated token against a bf16 cache, bound by reading it. a is never transposed here.
+  static void widening_b(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
+                         const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+    check(!trans_a, "attention", "a bf16 key or value operand is only ever the right-hand one");
+    for (i64 i = 0; i < m; ++i) {
+      const float* ai = a + i * lda;
+      float* ci = c + i * ldc;
+      if (trans_b) {  // dot products along b's rows (scores against keys)
+        for (i64 j = 0; j < n; ++j) {
+          const std::uint16_t* bj = b + j * ldb;
+          float sum = 0;
+#pragma omp simd reduction(+ : sum)
+          for (i64 p = 0; p < k; ++p) sum += ai[p] * bf16_to_float(bj[p]);
+          ci[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * ci[j]);
+        }
+      } else {  // b's rows scaled into c's row (probabilities times values)
+        for (i64 j = 0; j < n; ++j) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+        for (i64 p = 0; p < k; ++p) {
+          const float s = alpha * ai[p];
+          if (s == 0.0f) continue;
+          const std::uint16_t* bp = b + p * ldb;
+#pragma omp simd
+          for (i64 j = 0; j < n; ++j) ci[j] += s * bf16_to_float(bp[j]);
+        }
+      }
+    }
+  }
+
   bool bf16_;
   std::vector<std::uint16_t> rounded_;
 };
@@ -106,9 +142,12 @@ Operand operand(const float* f32, const std::unique_ptr<std::uint16_t[]>& copy, 
 }
 
 // The key or value heads, `stride` elements apart in f32 (a KV cache's slice is read in place),
-// and when the call multiplies in bf16 a packed bf16 copy of them.
+// and when the call multiplies in bf16 a packed bf16 copy of them; or heads held in bf16, read in
+// place either way.
 class Heads {
  public:
+  Heads(const std::uint16_t* x, i64 stride) : f32_(nullptr), stride_(stride), elements_(stride), view_(x) {}
+
   Heads(bool bf16, const float* x, i64 count, i64 stride, i64 elements)
       : f32_(x), stride_(stride), elements_(elements) {
     if (!bf16) return;
@@ -121,6 +160,7 @@ class Heads {
   }
 
   Operand operator[](i64 head) const {
+    if (view_) return {nullptr, view_ + head * stride_};
     return {f32_ + head * stride_, bf16_ ? bf16_.get() + head * elements_ : nullptr};
   }
 
@@ -128,6 +168,7 @@ class Heads {
   const float* f32_;
   i64 stride_, elements_;
   std::unique_ptr<std::uint16_t[]> bf16_;
+  const std::uint16_t* view_ = nullptr;
 };
 
 // Keys [0, visible) that any query of rows [t0, t1) may see.
@@ -157,15 +198,14 @@ const float* mask_plane(const AttentionGeometry& g, const float* mask, i64 b, i6
 
 }  // namespace
 
-void attention_forward(const float* q, const float* k, const float* v, const float* mask, float* out, float* lse,
-                       const AttentionGeometry& g) {
+namespace {
+
+void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& values, const float* mask, float* out,
+                   float* lse, const AttentionGeometry& g) {
   const OneBlasThreadEach blas_threads;
   const i64 heads = g.batch * g.kv_heads * g.group;
   const i64 tiles = (g.q_len + kTile - 1) / kTile;
-  const bool bf16 = bf16_products(g);
   const auto q16 = bf16_copy(bf16, q, heads * g.q_len * g.head_dim);
-  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim);
-  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim);
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<std::size_t>(kTile * std::max<i64>(g.kv_len, 1)));
@@ -205,6 +245,21 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
               g.v_dim, 0.0f, o_tile, g.v_dim);
     }
   }
+}
+
+}  // namespace
+
+void attention_forward(const float* q, const float* k, const float* v, const float* mask, float* out, float* lse,
+                       const AttentionGeometry& g) {
+  const bool bf16 = bf16_products(g);
+  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim);
+  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim);
+  forward_tiles(bf16, q, keys, values, mask, out, lse, g);
+}
+
+void attention_forward_bf16_kv(const float* q, const std::uint16_t* k, const std::uint16_t* v, const float* mask,
+                               float* out, float* lse, const AttentionGeometry& g) {
+  forward_tiles(bf16_products(g), q, Heads(k, g.k_stride()), Heads(v, g.v_stride()), mask, out, lse, g);
 }
 
 void attention_backward(const float* q, const float* k, const float* v, const float* mask, const float* out,
