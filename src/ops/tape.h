@@ -37,29 +37,26 @@ struct Node {
 
 bool grad_enabled();
 
-// Turns recording off for its lifetime (evaluation, optimiser steps, the backward pass itself).
-class NoGradGuard {
+// Sets grad mode for its lifetime and puts the previous mode back after.
+class GradModeGuard {
  public:
-  NoGradGuard();
-  ~NoGradGuard();
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool previous_;
 };
 
-// Turns recording on for its lifetime: a checkpointed segment recomputed inside the backward pass
-// (autograd/checkpoint.h).
-class EnableGradGuard {
- public:
-  EnableGradGuard();
-  ~EnableGradGuard();
-  EnableGradGuard(const EnableGradGuard&) = delete;
-  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+// Recording off (evaluation, optimiser steps, the backward pass itself).
+struct NoGradGuard : GradModeGuard {
+  NoGradGuard() : GradModeGuard(false) {}
+};
 
- private:
-  bool previous_;
+// Recording on: a checkpointed segment recomputed inside the backward pass (autograd/checkpoint.h).
+struct EnableGradGuard : GradModeGuard {
+  EnableGradGuard() : GradModeGuard(true) {}
 };
 
 // True when grad mode is on and some input requires grad.
