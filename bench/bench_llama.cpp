@@ -172,7 +172,8 @@ int run(int argc, char** argv) {
   app.add_option("--seq", seq);
   app.add_option("--threads", threads);
   bool tied = false, checkpointing = false;
-  app.add_flag("--gradient-checkpointing", checkpointing, "Recompute each decoder layer in the backward pass (lora mode)");
+  app.add_flag("--gradient-checkpointing", checkpointing,
+               "Recompute each decoder layer in the backward pass (lora mode)");
   app.add_option("--device", device, "cpu, or cuda (timings include a synchronisation per step)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_flag("--tied", tied, "Tie the preset's output layer to its embedding table (as SmolLM-135M does)");
@@ -310,7 +311,8 @@ int run(int argc, char** argv) {
         one_pass = std::min(one_pass, fill(true));
         by_position = std::min(by_position, fill(false));
       }
-      extra += fmt::format(", \"prompt\": {}, \"prompt_tokens_per_s\": {:.1f}, \"prompt_by_position_tokens_per_s\": {:.1f}",
+      extra += fmt::format(", \"prompt\": {}, \"prompt_tokens_per_s\": {:.1f}, "
+                           "\"prompt_by_position_tokens_per_s\": {:.1f}",
                            prompt, static_cast<double>(prompt) / one_pass, static_cast<double>(prompt) / by_position);
     }
     auto cache = model->make_cache(1, tokens + 1, model->kv_cache_dtype());

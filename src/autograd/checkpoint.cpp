@@ -34,7 +34,8 @@ Tensor checkpoint(const Segment& segment, const Tensor& x, const std::vector<Ten
                     EnableGradGuard recording;
                     output = segment(input);
                   }
-                  if (output.requires_grad()) backward(output, grad.dtype() == output.dtype() ? grad : ops::to_dtype(grad, output.dtype()));
+                  if (output.requires_grad())
+                    backward(output, grad.dtype() == output.dtype() ? grad : ops::to_dtype(grad, output.dtype()));
                   std::vector<Tensor> grads;
                   grads.push_back(node.needs_grad(0) ? input.grad() : Tensor());
                   for (std::size_t i = 0; i < parameters.size(); ++i) {

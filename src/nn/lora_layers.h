@@ -30,7 +30,8 @@ struct ForwardContext {
   const std::set<std::string>* active = nullptr;  // adapters to apply; null: all with weight != 0
   Tensor attention_mask{};   // additive [batch, 1, seq, seq] on top of the causal mask (packed examples)
   // Each decoder layer keeps only its input for the backward pass, which runs it again
-  // (autograd/checkpoint.h): less memory for one more forward pass.
+  // (autograd/checkpoint.h): less memory for one more forward pass. The layers run again with a
+  // copy of this context, so the set `active` points to must outlive the backward pass.
   bool gradient_checkpointing = false;
 };
 

@@ -47,7 +47,8 @@ void lora_rows(const float* x, const void* w, DType w_dtype, const float* a, con
     // projection where threads wait passively.
     std::vector<float> own(static_cast<std::size_t>(rows * r));
     for (i64 k = 0; k < r; ++k)
-      for (i64 row = 0; row < rows; ++row) own[static_cast<std::size_t>(row * r + k)] = dot(x + row * in, a + k * in, in);
+      for (i64 row = 0; row < rows; ++row)
+        own[static_cast<std::size_t>(row * r + k)] = dot(x + row * in, a + k * in, in);
     if (omp_get_thread_num() == 0) std::copy(own.begin(), own.end(), t);
     // Contiguous shares of W's and B's rows, each streamed once: the frozen dot products, then the
     // share's expansion by our few-term kernel (eight of B's rows at a time; one horizontal sum
