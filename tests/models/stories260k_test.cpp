@@ -90,7 +90,9 @@ void expect_prompt_in_one_pass_as_by_position(DType base, float tolerance) {
     }
     tokens.push_back(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  if (base == DType::f32) EXPECT_EQ(result.tokens, tokens);
+  if (base == DType::f32) {
+    EXPECT_EQ(result.tokens, tokens);
+  }
 }
 
 TEST(Stories260K, PromptInOnePassMatchesThePromptPositionByPosition) {
