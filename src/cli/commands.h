@@ -24,7 +24,7 @@ struct DemoCommand : Command {
 };
 
 struct GenerateCommand : Command {
-  std::string model, tokenizer, prompt;
+  std::string model, tokenizer, prompt, base_dtype = "f32";
   std::vector<std::string> adapters;  // DIR[:SCALE]
   std::int64_t steps = 256;
   float temperature = 1.0f, top_p = 1.0f;

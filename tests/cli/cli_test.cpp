@@ -55,6 +55,23 @@ TEST(CliModels, GenerateGreedyPrintsOnlyTheStoryOnStdout) {
   EXPECT_EQ(testing::read_text(out), testing::read_text(testing::shared_path("models/stories260K/greedy_256.txt")));
 }
 
+// The bf16 path from the command line: the same story's opening (its weights, activations and KV
+// cache rounded to bf16 move stories260K's logits by well under their gaps there), and the prompt's
+// and the generation's rates reported apart on stderr.
+TEST(CliModels, GenerateOnTheBf16Path) {
+  const std::string args = " --prompt \"Once upon a time, Lily\" --temperature 0 -n 24";
+  const CliRun f32 = run_cli("generate --model " + kStories + args);
+  const CliRun bf16 = run_cli("generate --model " + kStories + args + " --base-dtype bf16");
+  ASSERT_EQ(f32.status, 0) << f32.output;
+  ASSERT_EQ(bf16.status, 0) << bf16.output;
+  const std::string story = bf16.output.substr(0, bf16.output.find('\n'));  // stdout's line; stderr follows
+  EXPECT_EQ(story.rfind("Once upon a time, Lily", 0), 0u) << bf16.output;
+  EXPECT_EQ(story, f32.output.substr(0, f32.output.find('\n')));
+  EXPECT_NE(bf16.output.find("\nprompt: 7 tokens in"), std::string::npos) << bf16.output;
+  EXPECT_NE(bf16.output.find("\ngenerated: 18 tokens in"), std::string::npos) << bf16.output;
+  EXPECT_NE(run_cli("generate --model " + kStories + " --base-dtype f16").status, 0);
+}
+
 TEST(CliModels, InspectDescribesTheModel) {
   const CliRun r = run_cli("inspect " + kStories);
   ASSERT_EQ(r.status, 0) << r.output;
