@@ -51,7 +51,7 @@ struct TrainCommand : Command {
 };
 
 struct EvalCommand : Command {
-  std::string model, tokenizer, data;
+  std::string model, tokenizer, data, base_dtype = "f32";
   std::vector<std::string> adapters;
   std::int64_t seq_len = 256, batch_size = 8;
   double validation_fraction = 0;

@@ -54,6 +54,13 @@ TEST_F(TrainCli, TrainsEvaluatesMergesAndGenerates) {
   const auto tuned = nlohmann::json::parse(
       last_line(lora("eval --model " + kModel + " --adapter " + out + " --data " + data + " --seq-len 32", false).output));
   EXPECT_LT(tuned["perplexity"].get<double>(), base["perplexity"].get<double>());
+  // On the bf16 path the perplexity moves by the rounding only.
+  const auto tuned_bf16 = nlohmann::json::parse(last_line(
+      lora("eval --model " + kModel + " --adapter " + out + " --data " + data + " --seq-len 32 --base-dtype bf16", false)
+          .output));
+  EXPECT_NEAR(tuned_bf16["perplexity"].get<double>(), tuned["perplexity"].get<double>(),
+              0.01 * tuned["perplexity"].get<double>());
+  EXPECT_NE(tuned_bf16["perplexity"].get<double>(), tuned["perplexity"].get<double>());
   // Scale 0 switches the adapter off.
   const auto off = nlohmann::json::parse(
       last_line(lora("eval --model " + kModel + " --adapter " + out + ":0 --data " + data + " --seq-len 32", false).output));
