@@ -154,9 +154,10 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   if (fused_kernel_fits(q.device(), head_dim, v_dim, options.bf16_products))
     return fused_attention(q, k, v, options.mask, scale_value, options.causal, options.bf16_products);
 
-  // Query heads h*group .. h*group+group-1 share key/value head h: fold the group into the rows.
+  // Composed from products, which take one dtype: keys and values held in another are converted.
   if (k.dtype() != q.dtype())
     return scaled_dot_product_attention(q, to_dtype(k, q.dtype()), to_dtype(v, q.dtype()), options);
+  // Query heads h*group .. h*group+group-1 share key/value head h: fold the group into the rows.
   const Tensor qg = reshape(q, {batch, kv_heads, group * q_len, head_dim});
   Tensor scores = scale(matmul(qg, transpose(k, -1, -2)), scale_value);  // [b, kvh, group*q_len, kv_len]
   const bool masked = options.causal || options.mask.defined();
