@@ -153,8 +153,10 @@ int run(int argc, char** argv) {
   std::int64_t rank = 8;
   float alpha = 16;
   std::string targets = "q,v", dtype = "f32";
-  app.add_option("--dtype", dtype, "f32, or bf16: frozen linear weights in bf16 (bf16 GEMMs, f32 accumulation)")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--dtype", dtype,
+                 "f32; bf16: frozen linear weights in bf16 (bf16 GEMMs, f32 accumulation); or q8_0: frozen linear "
+                 "weights in GGUF's 8-bit blocks (products in f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   app.add_option("--rank", rank);
   app.add_option("--alpha", alpha);
   app.add_option("--targets", targets, "Short names as the peer's (q,k,v,o,gate,up,down) or all");
@@ -205,7 +207,7 @@ int run(int argc, char** argv) {
   } else {
     model = random_model(p, tied, 1);
   }
-  if (dtype == "bf16") model->store_weights(DType::bf16);
+  if (dtype != "f32") model->store_weights(parse_dtype(dtype));
   if (batch > 0) p.batch = batch;
   if (seq > 0) p.seq = seq;
   Rng rng(2);

@@ -10,18 +10,32 @@ namespace loracpp {
 namespace {
 struct DTypeInfo {
   std::string_view name;
-  std::size_t size;
+  std::int64_t block;
+  std::size_t block_bytes;
   bool floating;
 };
 constexpr std::array kDTypeInfo = {
-#define LORACPP_DTYPE_INFO(name, type, bytes, floating) DTypeInfo{#name, bytes, floating},
+#define LORACPP_DTYPE_INFO(name, block, bytes, floating) DTypeInfo{#name, block, bytes, floating},
     LORACPP_DTYPES(LORACPP_DTYPE_INFO)
 #undef LORACPP_DTYPE_INFO
 };
 const DTypeInfo& info(DType dtype) { return kDTypeInfo.at(static_cast<std::size_t>(dtype)); }
 }  // namespace
 
-std::size_t dtype_size(DType dtype) { return info(dtype).size; }
+std::size_t dtype_size(DType dtype) {
+  const DTypeInfo& i = info(dtype);
+  check(i.block == 1, "dtype", "{} stores blocks of {} values in {} bytes; its values have no size of their own",
+        i.name, i.block, i.block_bytes);
+  return i.block_bytes;
+}
+std::int64_t dtype_block(DType dtype) { return info(dtype).block; }
+bool is_block_dtype(DType dtype) { return info(dtype).block != 1; }
+std::size_t dtype_bytes(DType dtype, std::int64_t numel) {
+  const DTypeInfo& i = info(dtype);
+  check(numel % i.block == 0, "dtype", "{} stores blocks of {} values; {} values do not fill whole blocks", i.name,
+        i.block, numel);
+  return static_cast<std::size_t>(numel / i.block) * i.block_bytes;
+}
 std::string_view dtype_name(DType dtype) { return info(dtype).name; }
 bool is_floating(DType dtype) { return info(dtype).floating; }
 

@@ -6,21 +6,31 @@
 
 namespace loracpp {
 
-// X(name, storage type, bytes, is floating point). Every dtype table derives from this list.
-#define LORACPP_DTYPES(X)        \
-  X(f32, float, 4, true)         \
-  X(bf16, std::uint16_t, 2, true) \
-  X(f16, std::uint16_t, 2, true)  \
-  X(i32, std::int32_t, 4, false)  \
-  X(i64, std::int64_t, 8, false)
+// X(name, values per block, bytes per block, is floating point). Every dtype table derives from
+// this list. Most dtypes store each value alone (a block of one). q8_0 is GGUF's block format, 32
+// weights as int8 sharing one f16 scale (core/q8_0.h): a tensor of it is a frozen weight's whole
+// matrix, read only by the products and conversions that know its blocks.
+#define LORACPP_DTYPES(X) \
+  X(f32, 1, 4, true)      \
+  X(bf16, 1, 2, true)     \
+  X(f16, 1, 2, true)      \
+  X(i32, 1, 4, false)     \
+  X(i64, 1, 8, false)     \
+  X(q8_0, 32, 34, true)
 
 enum class DType : std::uint8_t {
-#define LORACPP_DTYPE_ENUM(name, type, bytes, floating) name,
+#define LORACPP_DTYPE_ENUM(name, block, bytes, floating) name,
   LORACPP_DTYPES(LORACPP_DTYPE_ENUM)
 #undef LORACPP_DTYPE_ENUM
 };
 
+// Bytes of one value; throws for a block dtype (q8_0), whose values have no size of their own.
 std::size_t dtype_size(DType dtype);
+// Values per block: 1, or 32 for q8_0.
+std::int64_t dtype_block(DType dtype);
+bool is_block_dtype(DType dtype);
+// Bytes that numel values take; throws when they do not fill whole blocks.
+std::size_t dtype_bytes(DType dtype, std::int64_t numel);
 std::string_view dtype_name(DType dtype);
 bool is_floating(DType dtype);
 // Parses "f32", "bf16", ...; throws on an unknown name, listing the known ones.

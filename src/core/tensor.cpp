@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/q8_0.h"
+
 namespace loracpp {
 
 std::int64_t shape_numel(const Shape& shape) {
@@ -48,6 +50,7 @@ void store_float(void* base, std::int64_t i, DType dtype, float value) {
     case DType::f16: static_cast<std::uint16_t*>(base)[i] = float_to_f16(value); return;
     case DType::i32: static_cast<std::int32_t*>(base)[i] = static_cast<std::int32_t>(value); return;
     case DType::i64: static_cast<std::int64_t*>(base)[i] = static_cast<std::int64_t>(value); return;
+    case DType::q8_0: fail("tensor", "a q8_0 tensor's values are set block by block (to_dtype), not one at a time");
   }
 }
 
@@ -58,18 +61,19 @@ double load_value(const void* base, std::int64_t i, DType dtype) {
     case DType::f16: return f16_to_float(static_cast<const std::uint16_t*>(base)[i]);
     case DType::i32: return static_cast<const std::int32_t*>(base)[i];
     case DType::i64: return static_cast<double>(static_cast<const std::int64_t*>(base)[i]);
+    case DType::q8_0: break;  // read block by block (Tensor::to_floats)
   }
   return 0;
 }
 }  // namespace
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-  const auto bytes = static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype);
+  const auto bytes = dtype_bytes(dtype, shape_numel(shape));
   return Tensor(make_impl(Storage::allocate(bytes, device), 0, shape, dtype));
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  const auto bytes = static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype);
+  const auto bytes = dtype_bytes(dtype, shape_numel(shape));
   return Tensor(make_impl(Storage::allocate(bytes, device, /*zero_fill=*/false), 0, shape, dtype));
 }
 
@@ -86,6 +90,10 @@ Tensor Tensor::from_floats(std::span<const float> values, const Shape& shape, DT
         "{} values given for shape {} ({} elements)", values.size(), shape_str(shape), shape_numel(shape));
   Tensor t = zeros(shape, dtype);
   void* base = t.raw_mutable_data();
+  if (dtype == DType::q8_0) {
+    q8_0::quantize(values.data(), base, t.numel());
+    return t;
+  }
   for (std::size_t i = 0; i < values.size(); ++i) store_float(base, static_cast<std::int64_t>(i), dtype, values[i]);
   return t;
 }
@@ -108,7 +116,7 @@ Tensor Tensor::from_ints(std::span<const std::int64_t> values, const Shape& shap
 
 Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, std::size_t byte_offset, const Shape& shape,
                             DType dtype) {
-  const auto bytes = static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype);
+  const auto bytes = dtype_bytes(dtype, shape_numel(shape));
   check(byte_offset <= storage->nbytes() && bytes <= storage->nbytes() - byte_offset, "tensor",
         "a {} tensor of shape {} at byte {} needs {} bytes but the storage has {}", dtype_name(dtype),
         shape_str(shape), byte_offset, bytes, storage->nbytes());
@@ -130,6 +138,7 @@ bool Tensor::is_contiguous() const {
 Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, std::size_t byte_offset) const {
   check(shape.size() == strides.size(), "tensor", "shape {} and strides {} differ in rank", shape_str(shape),
         shape_str(strides));
+  if (is_block_dtype(dtype())) return block_view(shape, strides, byte_offset);
   const auto element = static_cast<std::int64_t>(dtype_size(dtype()));
   check(byte_offset % static_cast<std::size_t>(element) == impl().byte_offset % static_cast<std::size_t>(element),
         "tensor", "view offset {} is not aligned to the {}-byte elements", byte_offset, element);
@@ -153,8 +162,39 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, std::size_t 
   return Tensor(std::move(view));
 }
 
+// A block dtype's values are not addressable one by one, so its tensors are seen whole: the
+// stored matrix, or a permutation of its dims (a weight's transpose, for x Wᵀ and its gradient).
+Tensor Tensor::block_view(const Shape& shape, const Shape& strides, std::size_t byte_offset) const {
+  auto dims = [](const Shape& sizes, const Shape& steps) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> out;
+    for (std::size_t i = 0; i < sizes.size() && i < steps.size(); ++i) out.emplace_back(sizes[i], steps[i]);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  check(shape.size() == this->shape().size() && byte_offset == this->byte_offset() &&
+            dims(shape, strides) == dims(this->shape(), this->strides()),
+        "tensor",
+        "a {} tensor {} can only be viewed whole (transposed), not as shape {} strides {}: its values are stored "
+        "in blocks of {}",
+        dtype_name(dtype()), shape_str(this->shape()), shape_str(shape), shape_str(strides), dtype_block(dtype()));
+  auto view = std::make_shared<TensorImpl>();
+  view->storage = storage();
+  view->byte_offset = byte_offset;
+  view->shape = shape;
+  view->strides = strides;
+  view->dtype = dtype();
+  return Tensor(std::move(view));
+}
+
 Tensor Tensor::to(Device target) const {
   if (device() == target) return *this;
+  if (is_block_dtype(dtype())) {
+    check(is_contiguous(), "tensor", "moving a {} tensor to {} needs it as stored, not transposed",
+          dtype_name(dtype()), device_name(target));
+    Tensor out = empty(shape(), dtype(), target);
+    Storage::copy(stored_bytes(), byte_offset(), *out.storage(), 0, dtype_bytes(dtype(), numel()));
+    return out;
+  }
   const std::size_t element = dtype_size(dtype());
   Tensor out = empty(shape(), dtype(), target);
   const std::size_t bytes = static_cast<std::size_t>(numel()) * element;
@@ -183,6 +223,12 @@ Tensor Tensor::to(Device target) const {
 
 std::vector<float> Tensor::to_floats() const {
   if (device() != Device::cpu) return to(Device::cpu).to_floats();
+  if (dtype() == DType::q8_0) {
+    check(is_contiguous(), "tensor", "reading a q8_0 tensor's values needs it as stored, not transposed");
+    std::vector<float> out(static_cast<std::size_t>(numel()));
+    q8_0::dequantize(raw_data(), out.data(), numel());
+    return out;
+  }
   std::vector<float> out;
   out.reserve(static_cast<std::size_t>(numel()));
   const void* base = raw_data();

@@ -261,7 +261,8 @@ std::uint32_t ggml_type(DType dtype, const std::string& name) {
     case DType::f32: return static_cast<std::uint32_t>(GgmlType::f32);
     case DType::f16: return static_cast<std::uint32_t>(GgmlType::f16);
     case DType::bf16: return static_cast<std::uint32_t>(GgmlType::bf16);
-    default: fail(kPlace, "tensor '{}' is {}; only f32, f16 and bf16 are written", name, dtype_name(dtype));
+    case DType::q8_0: return static_cast<std::uint32_t>(GgmlType::q8_0);  // the same blocks, byte for byte
+    default: fail(kPlace, "tensor '{}' is {}; only f32, f16, bf16 and q8_0 are written", name, dtype_name(dtype));
   }
 }
 }  // namespace
@@ -273,7 +274,7 @@ void write_gguf(const std::filesystem::path& path, const GgufFile& file) {
     ggml_type(t.dtype(), name);
     check(t.is_contiguous(), kPlace, "tensor '{}' must be contiguous", name);
     offsets.push_back(offset);
-    offset += (static_cast<std::uint64_t>(t.numel()) * dtype_size(t.dtype()) + file.alignment - 1) / file.alignment *
+    offset += (static_cast<std::uint64_t>(dtype_bytes(t.dtype(), t.numel())) + file.alignment - 1) / file.alignment *
               file.alignment;
   }
   write_file_atomically(path, [&](std::ostream& out) {
@@ -304,7 +305,7 @@ void write_gguf(const std::filesystem::path& path, const GgufFile& file) {
     w.pad(file.alignment);
     for (const auto& [name, t] : file.tensors) {
       const Tensor host = t.to(Device::cpu);  // device tensors are copied to the host first
-      w.bytes(host.raw_data(), static_cast<std::size_t>(host.numel()) * dtype_size(host.dtype()));
+      w.bytes(host.raw_data(), dtype_bytes(host.dtype(), host.numel()));
       w.pad(file.alignment);
     }
   });

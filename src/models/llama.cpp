@@ -5,6 +5,7 @@
 #include <set>
 
 #include "autograd/checkpoint.h"
+#include "core/q8_0.h"
 #include "core/storage.h"
 #include "ops/tape.h"
 
@@ -213,7 +214,9 @@ void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
   for (const auto& module : linear_modules()) linear.insert(module.path + ".weight");
   if (config_.tie_word_embeddings) linear.insert("model.embed_tokens.weight");
   for (auto& [name, w] : weights_) {
-    const DType dtype = linear.count(name) ? linear_dtype : other_dtype;
+    DType dtype = linear.count(name) ? linear_dtype : other_dtype;
+    // A weight whose rows do not fill whole blocks stays wide, as llama.cpp keeps such tensors.
+    if (dtype == DType::q8_0 && w.size(1) % q8_0::kBlock != 0) dtype = other_dtype;
     if (w.dtype() != dtype) w = ops::to_dtype(w, dtype);
   }
   Storage::release_cached_blocks();  // the replaced weights' blocks: no step reuses their sizes

@@ -87,8 +87,10 @@ class LlamaModel {
   // list) stay valid, and trainable adapters keep requiring grad.
   void to(Device device);
   // Converts the weights once: the linear layers' to linear_dtype (bf16: the bf16 GEMM path for
-  // frozen weights), every other (embeddings, norms, biases) to other_dtype. A tied embedding table
-  // is the output layer's weight too, so it takes linear_dtype.
+  // frozen weights; q8_0: GGUF's 8-bit blocks, read in place by a generated token's products),
+  // every other (embeddings, norms, biases) to other_dtype. A tied embedding table is the output
+  // layer's weight too, so it takes linear_dtype. Under q8_0 a weight whose rows are not whole
+  // blocks of 32 takes other_dtype.
   void store_weights(DType linear_dtype, DType other_dtype = DType::f32);
 
   // Adapters: the branches on each module path (linear layers and "model.embed_tokens").

@@ -13,14 +13,19 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   require_same_device("embedding", {weight, ids});
   const std::int64_t vocab = weight.size(0), dim = weight.size(1);
   const Tensor index = checked_ids("embedding", ids, vocab).index;
-  // Rows are gathered in the table's dtype: a bf16 table is never widened as a whole.
+  // Rows are gathered in the table's dtype: a bf16 or q8_0 table is never widened as a whole (a
+  // q8_0 row moves as its blocks).
   const Tensor table = contiguous_raw(weight);
   Shape shape = ids.shape();
   shape.push_back(dim);
-  Tensor out = Tensor::empty(shape, weight.dtype(), weight.device());
+  Tensor out = Tensor::empty(shape, weight.dtype(), weight.device());  // (widened below for q8_0)
+  const std::int64_t block = dtype_block(weight.dtype());
+  check(dim % block == 0, "embedding", "a {} table's rows hold whole blocks of {} values, not {}",
+        dtype_name(weight.dtype()), block, dim);
   LORACPP_KERNEL(weight.device(), embedding_forward)(table.raw_data(), index.data<std::int64_t>(),
-                                                     out.raw_mutable_data(), index.numel(), dim,
-                                                     dtype_size(weight.dtype()));
+                                                     out.raw_mutable_data(), index.numel(), dim / block,
+                                                     dtype_bytes(weight.dtype(), block));
+  if (block != 1) out = cast_raw(out, DType::f32);  // blocks are no activation: the rows widen at once
   // Only the table can have a gradient; ids are integers.
   return record(OpId::embedding, out, {weight},
                 [index, vocab, dim](const Node& node, const Tensor& g) {

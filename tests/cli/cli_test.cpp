@@ -72,6 +72,21 @@ TEST(CliModels, GenerateOnTheBf16Path) {
   EXPECT_NE(run_cli("generate --model " + kStories + " --base-dtype f16").status, 0);
 }
 
+// q8_0 weights from the command line: the same story's opening (8-bit blocks move stories260K's
+// logits by about 1% of their spread), the rates reported, and a dtype outside the list refused.
+TEST(CliModels, GenerateOnQ8_0Weights) {
+  const std::string args = " --prompt \"Once upon a time, Lily\" --temperature 0 -n 40";
+  const CliRun f32 = run_cli("generate --model " + kStories + args);
+  const CliRun q8 = run_cli("generate --model " + kStories + args + " --base-dtype q8_0");
+  ASSERT_EQ(f32.status, 0) << f32.output;
+  ASSERT_EQ(q8.status, 0) << q8.output;
+  EXPECT_EQ(q8.output.substr(0, q8.output.find('\n')), f32.output.substr(0, f32.output.find('\n')));
+  EXPECT_NE(q8.output.find("\ngenerated: 34 tokens in"), std::string::npos) << q8.output;
+  const CliRun wrong = run_cli("generate --model " + kStories + " --base-dtype q4_0");
+  EXPECT_NE(wrong.status, 0);
+  EXPECT_NE(wrong.output.find("--base-dtype: q4_0 not in {f32,bf16,q8_0}"), std::string::npos) << wrong.output;
+}
+
 TEST(CliModels, InspectDescribesTheModel) {
   const CliRun r = run_cli("inspect " + kStories);
   ASSERT_EQ(r.status, 0) << r.output;

@@ -61,6 +61,13 @@ TEST_F(TrainCli, TrainsEvaluatesMergesAndGenerates) {
   EXPECT_NEAR(tuned_bf16["perplexity"].get<double>(), tuned["perplexity"].get<double>(),
               0.01 * tuned["perplexity"].get<double>());
   EXPECT_NE(tuned_bf16["perplexity"].get<double>(), tuned["perplexity"].get<double>());
+  // So it does over q8_0 weights, by the 8-bit blocks' rounding, the adapter applied unmerged.
+  const auto tuned_q8 = nlohmann::json::parse(last_line(
+      lora("eval --model " + kModel + " --adapter " + out + " --data " + data + " --seq-len 32 --base-dtype q8_0", false)
+          .output));
+  EXPECT_NEAR(tuned_q8["perplexity"].get<double>(), tuned["perplexity"].get<double>(),
+              0.02 * tuned["perplexity"].get<double>());
+  EXPECT_NE(tuned_q8["perplexity"].get<double>(), tuned["perplexity"].get<double>());
   // Scale 0 switches the adapter off.
   const auto off = nlohmann::json::parse(
       last_line(lora("eval --model " + kModel + " --adapter " + out + ":0 --data " + data + " --seq-len 32", false).output));

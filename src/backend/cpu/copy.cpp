@@ -6,6 +6,7 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/vec_math.h"
 #include "core/error.h"
+#include "core/q8_0.h"
 #include "core/tensor.h"
 
 namespace loracpp::backend::cpu {
@@ -48,6 +49,7 @@ void store_all(Load load, void* dst, DType dst_dtype, i64 n) {
       for (i64 i = 0; i < n; ++i) out[i] = static_cast<std::int64_t>(load(i));
       return;
     }
+    case DType::q8_0: return;  // blocks: convert_q8_0
   }
 }
 
@@ -86,7 +88,48 @@ void copy_elements(const T* in, const i64* src_strides, T* out, const i64* dst_s
 
 }  // namespace
 
+// q8_0 blocks to or from f32 or bf16, a share of the blocks per thread.
+void convert_q8_0(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
+  check(n % q8_0::kBlock == 0, "convert", "q8_0 converts whole blocks of {} values, got {} values", q8_0::kBlock, n);
+  const bool to_blocks = dst_dtype == DType::q8_0;
+  const DType other = to_blocks ? src_dtype : dst_dtype;
+  check(other == DType::f32 || other == DType::bf16, "convert", "q8_0 converts to and from f32 or bf16, not {}",
+        dtype_name(other));
+  constexpr i64 kPiece = 64 * q8_0::kBlock;  // values per piece of work
+  const auto piece_blocks = [](i64 start) { return static_cast<std::size_t>(start / q8_0::kBlock) * q8_0::kBlockBytes; };
+#pragma omp parallel
+  {
+    std::vector<float> values(other == DType::f32 ? 0 : kPiece);
+#pragma omp for
+    for (i64 start = 0; start < n; start += kPiece) {
+      const i64 count = std::min(kPiece, n - start);
+      if (to_blocks) {
+        auto* blocks = static_cast<std::uint8_t*>(dst) + piece_blocks(start);
+        if (other == DType::f32) {
+          q8_0::quantize(static_cast<const float*>(src) + start, blocks, count);
+        } else {
+          const auto* in = static_cast<const std::uint16_t*>(src) + start;
+          for (i64 i = 0; i < count; ++i) values[static_cast<std::size_t>(i)] = bf16_to_float(in[i]);
+          q8_0::quantize(values.data(), blocks, count);
+        }
+      } else {
+        const auto* blocks = static_cast<const std::uint8_t*>(src) + piece_blocks(start);
+        float* to = other == DType::f32 ? static_cast<float*>(dst) + start : values.data();
+        q8_0::dequantize(blocks, to, count);
+        if (other == DType::bf16) to_bf16(to, static_cast<std::uint16_t*>(dst) + start, count);
+      }
+    }
+  }
+}
+
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
+  if (src_dtype == DType::q8_0 || dst_dtype == DType::q8_0) {
+    if (src_dtype == dst_dtype) {
+      std::memcpy(dst, src, dtype_bytes(src_dtype, n));
+      return;
+    }
+    return convert_q8_0(src, src_dtype, dst, dst_dtype, n);
+  }
   if (src_dtype == dst_dtype) {
     const i64 bytes = n * static_cast<i64>(dtype_size(src_dtype));
     constexpr i64 kPiece = i64{1} << 16;
@@ -135,6 +178,7 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n
       store_all([in](i64 i) { return static_cast<double>(in[i]); }, dst, dst_dtype, n);
       return;
     }
+    case DType::q8_0: return;  // blocks: convert_q8_0
   }
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/gemm_q8_0.h"
 #include "core/dtype.h"
 
 namespace loracpp::backend::cpu {
@@ -55,10 +56,20 @@ void lora_rows(const float* x, const void* w, DType w_dtype, const float* a, con
     // per element of y would cost more than its 16 terms).
     const i64 threads = omp_get_num_threads(), share = (out + threads - 1) / threads;
     const i64 j0 = std::min(out, omp_get_thread_num() * share), j1 = std::min(out, j0 + share);
-    for (i64 j = j0; j < j1; ++j)
-      for (i64 row = 0; row < rows; ++row)
-        y[row * out + j] = bf16 ? dot(xw + row * in, static_cast<const std::uint16_t*>(w) + j * in, in)
-                                : dot(xw + row * in, static_cast<const float*>(w) + j * in, in);
+    if (w_dtype == DType::q8_0) {
+      const auto* blocks = static_cast<const std::uint8_t*>(w);
+      const std::size_t stride = dtype_bytes(DType::q8_0, in);
+      float sums[8];
+      for (i64 j = j0; j < j1; ++j) {
+        dot_q8_0_rows(x, in, rows, blocks + static_cast<std::size_t>(j) * stride, in, sums);
+        for (i64 row = 0; row < rows; ++row) y[row * out + j] = sums[row];
+      }
+    } else {
+      for (i64 j = j0; j < j1; ++j)
+        for (i64 row = 0; row < rows; ++row)
+          y[row * out + j] = bf16 ? dot(xw + row * in, static_cast<const std::uint16_t*>(w) + j * in, in)
+                                  : dot(xw + row * in, static_cast<const float*>(w) + j * in, in);
+    }
     if (j1 > j0) gemm(false, true, rows, j1 - j0, r, scale, own.data(), r, b + j0 * r, r, 1.0f, y + j0, out);
   }
 }

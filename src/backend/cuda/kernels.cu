@@ -60,6 +60,7 @@ __device__ double load_as_double(const void* p, DType t, i64 i) {
     case DType::f16: return __half2float(static_cast<const __half*>(p)[i]);
     case DType::i32: return static_cast<const std::int32_t*>(p)[i];
     case DType::i64: return static_cast<double>(static_cast<const i64*>(p)[i]);
+    case DType::q8_0: break;  // blocks: refused by convert below
   }
   return 0;
 }
@@ -71,6 +72,7 @@ __device__ void store_from_double(void* p, DType t, i64 i, double v) {
     case DType::f16: static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v)); return;
     case DType::i32: static_cast<std::int32_t*>(p)[i] = static_cast<std::int32_t>(v); return;
     case DType::i64: static_cast<i64*>(p)[i] = static_cast<i64>(v); return;
+    case DType::q8_0: return;  // blocks: refused by convert below
   }
 }
 
@@ -377,6 +379,8 @@ i64 numel(const i64* shape, int rank) {
 // ---- the table's entries (host functions with the kernels.h signatures) ----
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
   if (n == 0) return;
+  check(src_dtype != DType::q8_0 && dst_dtype != DType::q8_0, "convert",
+        "q8_0 has no CUDA implementation: its weights are for the CPU's generation path");
   if (src_dtype == DType::f32 && dst_dtype == DType::bf16) {
     f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(static_cast<const float*>(src),
                                                                  static_cast<__nv_bfloat16*>(dst), n);

@@ -1,0 +1,73 @@
+// stories260K with its linear weights in q8_0: the logits are those of an f32 model holding the
+// blocks' widened values (a prompt in one pass through widened slices, each generated token
+// reading the blocks in place), a weight whose rows are not whole blocks stays f32, and the
+// quantisation moves the logits by a small part of their spread.
+#include "models/generate.h"
+#include "models/registry.h"
+#include "ops/ops.h"
+#include "ops/tape.h"
+#include "test_util.h"
+
+namespace loracpp::models {
+namespace {
+
+const std::string kModel = testing::shared_path("models/stories260K/stories260K.bin");
+
+// The prompt in one pass, then each of the next tokens one at a time: every position's logits.
+std::vector<std::vector<float>> logits_of(const LlamaModel& model, const std::vector<std::int64_t>& ids,
+                                          std::int64_t prompt) {
+  autograd::NoGradGuard no_grad;
+  KVCache cache = model.make_cache(1, static_cast<std::int64_t>(ids.size()), model.kv_cache_dtype());
+  std::vector<std::vector<float>> out;
+  const std::vector<std::int64_t> head(ids.begin(), ids.begin() + prompt);
+  const auto first = model.forward(Tensor::from_ints(head, {1, prompt}), &cache, true).to_floats();
+  out.push_back(first);
+  for (std::size_t i = static_cast<std::size_t>(prompt); i < ids.size(); ++i)
+    out.push_back(model.forward(Tensor::from_ints(std::vector<std::int64_t>{ids[i]}, {1, 1}), &cache, true).to_floats());
+  return out;
+}
+
+TEST(Q8_0Model, LogitsAreThoseOfTheWidenedWeights) {
+  const auto q8 = load_model(kModel), widened = load_model(kModel);
+  q8.model->store_weights(DType::q8_0);
+  EXPECT_EQ(q8.model->weight("model.layers.0.self_attn.q_proj.weight").dtype(), DType::q8_0);
+  EXPECT_EQ(q8.model->weight("model.layers.4.mlp.up_proj.weight").dtype(), DType::q8_0);
+  EXPECT_EQ(q8.model->weight("model.layers.0.mlp.down_proj.weight").dtype(), DType::f32);  // 172 columns
+  EXPECT_EQ(q8.model->weight("model.embed_tokens.weight").dtype(), DType::q8_0);         // tied
+  EXPECT_EQ(q8.model->kv_cache_dtype(), DType::f32);
+  {
+    autograd::NoGradGuard no_grad;
+    for (const auto& module : q8.model->linear_modules()) {
+      const Tensor& w = q8.model->weight(module.path + ".weight");
+      widened.model->set_weight(module.path + ".weight", ops::to_dtype(w, DType::f32));
+    }
+    widened.model->set_weight("model.embed_tokens.weight",
+                              ops::to_dtype(q8.model->weight("model.embed_tokens.weight"), DType::f32));
+  }
+  const auto ids = q8.tokenizer->encode("Once upon a time, a little dog saw a big red ball in the park", true, false);
+  const std::int64_t prompt = 8;
+  const auto got = logits_of(*q8.model, ids, prompt), want = logits_of(*widened.model, ids, prompt);
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t p = 0; p < got.size(); ++p)
+    for (std::size_t i = 0; i < got[p].size(); ++i)
+      ASSERT_NEAR(got[p][i], want[p][i], 1e-4f * (1.0f + std::abs(want[p][i]))) << "position " << p << ", token " << i;
+}
+
+TEST(Q8_0Model, QuantisationMovesTheLogitsLittle) {
+  const auto q8 = load_model(kModel), f32 = load_model(kModel);
+  q8.model->store_weights(DType::q8_0);
+  const auto ids = q8.tokenizer->encode("Lily and Ben went to the park. They saw a big tree", true, false);
+  const auto got = logits_of(*q8.model, ids, 6), want = logits_of(*f32.model, ids, 6);
+  double gap = 0, spread = 0;
+  std::size_t n = 0;
+  for (std::size_t p = 0; p < got.size(); ++p)
+    for (std::size_t i = 0; i < got[p].size(); ++i, ++n) {
+      gap += std::abs(got[p][i] - want[p][i]);
+      spread += std::abs(want[p][i]);
+    }
+  EXPECT_GT(gap, 0.0);
+  EXPECT_LT(gap / static_cast<double>(n), 0.02 * spread / static_cast<double>(n));
+}
+
+}  // namespace
+}  // namespace loracpp::models
