@@ -37,7 +37,7 @@ struct GgufFile {
 };
 
 GgufFile read_gguf(const std::filesystem::path& path);
-// Writes F32, F16 and BF16 tensors, atomically.
+// Writes F32, F16, BF16 and Q8_0 (a q8_0 tensor's blocks as they are) tensors, atomically.
 void write_gguf(const std::filesystem::path& path, const GgufFile& file);
 
 }  // namespace loracpp::io

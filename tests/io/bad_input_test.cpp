@@ -293,6 +293,25 @@ TEST(Gguf, Q8AndQ4BlocksDequantise) {
   }
 }
 
+// q8_0 tensors are written as GGUF's Q8_0 blocks, byte for byte, beside an f32 one: reading the
+// file back widens them to the same values, the f32 tensor's offset past the blocks' 2 x 68 bytes.
+TEST(Gguf, Q8_0TensorsAreWrittenAsTheirBlocks) {
+  std::vector<float> values(128);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.3f * static_cast<float>(i)) * 2.0f;
+  const Tensor w = Tensor::from_floats(values, {2, 64}, DType::q8_0);
+  GgufFile file;
+  file.metadata.push_back({"general.architecture", {GgufType::string, GgufType::u8, "llama"}});
+  file.tensors = {{"w", w}, {"b", Tensor::from_floats(std::vector<float>{1, 2, 3}, {3})}};
+  testing::TempDir dir;
+  write_gguf(dir / "q8.gguf", file);
+  const auto back = read_gguf(dir / "q8.gguf");
+  ASSERT_EQ(back.tensors.size(), 2u);
+  EXPECT_EQ(back.tensors[0].second.shape(), (Shape{2, 64}));
+  EXPECT_EQ(back.tensors[0].second.to_floats(), w.to_floats());
+  EXPECT_EQ(back.tensors[1].second.to_floats(), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(Tensor::from_floats(back.tensors[0].second.to_floats(), {2, 64}, DType::q8_0).to_floats(), w.to_floats());
+}
+
 TEST(Gguf, Version2ReadsLikeVersion3) {
   testing::TempDir dir;
   std::string data(16, '\0');
