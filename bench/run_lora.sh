@@ -125,7 +125,8 @@ for dtype in f32 bf16; do
 done
 # The unmerged adapter's cost comes from one process per round that generates with the adapter on
 # the side and merged, in alternating blocks (see bench_llama); the cost is the mean over rounds.
-for dtype in f32 bf16; do
+# q8_0 (GGUF's 8-bit blocks) has no peer run: PyTorch has no 8-bit weights on the CPU path.
+for dtype in f32 bf16 q8_0; do
   runs=()
   for ((round = 0; round < rounds; ++round)); do
     runs+=("$(with_policy $round $ours --preset small --mode generate --tokens 256 --prompt 256 --steps 2 --threads "$threads" --dtype $dtype --rank 16 --targets all)")

@@ -203,5 +203,23 @@ TEST_F(TrainCli, Bf16BaseTrainsAndSaysWhereItSavesOnlyMemory) {
   EXPECT_EQ(noted, !backend::cpu::bf16_products_native()) << r.output;
 }
 
+// An adapter trains over q8_0 weights (8-bit blocks, products in f32) as over the f32 weights
+// they stand for: the loss falls as it does on f32, within what the blocks' rounding moves it; the
+// GPU refuses the dtype before anything is written.
+TEST_F(TrainCli, Q8_0BaseTrains) {
+  const Result f32 = lora(common((dir_ / "f32").string()));
+  const Result q8 = lora(common((dir_ / "q8").string()) + " --base-dtype q8_0");
+  ASSERT_EQ(f32.status, 0) << f32.output;
+  ASSERT_EQ(q8.status, 0) << q8.output;
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "q8" / "adapter_model.safetensors"));
+  const auto a = nlohmann::json::parse(last_line(f32.output)), b = nlohmann::json::parse(last_line(q8.output));
+  EXPECT_NE(b["train_loss"].get<double>(), a["train_loss"].get<double>());
+  EXPECT_NEAR(b["train_loss"].get<double>(), a["train_loss"].get<double>(), 0.02 * a["train_loss"].get<double>());
+  const Result gpu = lora(common((dir_ / "q8gpu").string()) + " --base-dtype q8_0 --device cuda");
+  EXPECT_EQ(gpu.status, 1);
+  EXPECT_NE(gpu.output.find("[train] --base-dtype q8_0 runs on the CPU only"), std::string::npos) << gpu.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "q8gpu"));
+}
+
 }  // namespace
 }  // namespace loracpp
