@@ -20,8 +20,9 @@ void MergeCommand::add_to(CLI::App& parent) {
   app->add_option("--out,-o", out, "Output folder (hf) or file (gguf)")->required();
   app->add_option("--format", format, "hf or gguf (default: gguf for a .gguf input, hf otherwise)")
       ->check(CLI::IsMember({"hf", "gguf"}));
-  app->add_option("--dtype", dtype, "Weight dtype of the output (default: the base model's)")
-      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  app->add_option("--dtype", dtype,
+                  "Weight dtype of the output (default: the base model's; q8_0: GGUF's 8-bit blocks, gguf only)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
   app->add_flag("--unsafe", unsafe, "Skip the check for non-finite merged weights");
 }
 

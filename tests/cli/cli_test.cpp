@@ -73,7 +73,8 @@ TEST(CliModels, GenerateOnTheBf16Path) {
 }
 
 // q8_0 weights from the command line: the same story's opening (8-bit blocks move stories260K's
-// logits by about 1% of their spread), the rates reported, and a dtype outside the list refused.
+// logits by about 0.6% of their spread), the rates reported, a dtype outside the list refused, and
+// a GGUF file converted to q8_0 generating the same text.
 TEST(CliModels, GenerateOnQ8_0Weights) {
   const std::string args = " --prompt \"Once upon a time, Lily\" --temperature 0 -n 40";
   const CliRun f32 = run_cli("generate --model " + kStories + args);
@@ -82,6 +83,13 @@ TEST(CliModels, GenerateOnQ8_0Weights) {
   ASSERT_EQ(q8.status, 0) << q8.output;
   EXPECT_EQ(q8.output.substr(0, q8.output.find('\n')), f32.output.substr(0, f32.output.find('\n')));
   EXPECT_NE(q8.output.find("\ngenerated: 34 tokens in"), std::string::npos) << q8.output;
+  // Written to a GGUF file in q8_0, the same blocks tell the same story.
+  testing::TempDir dir;
+  const std::string gguf = (dir / "q8.gguf").string();
+  ASSERT_EQ(run_cli("convert " + kStories + " --to " + gguf + " --format gguf --dtype q8_0").status, 0);
+  const CliRun from_file = run_cli("generate --model " + gguf + args);
+  ASSERT_EQ(from_file.status, 0) << from_file.output;
+  EXPECT_EQ(from_file.output.substr(0, from_file.output.find('\n')), q8.output.substr(0, q8.output.find('\n')));
   const CliRun wrong = run_cli("generate --model " + kStories + " --base-dtype q4_0");
   EXPECT_NE(wrong.status, 0);
   EXPECT_NE(wrong.output.find("--base-dtype: q4_0 not in {f32,bf16,q8_0}"), std::string::npos) << wrong.output;
