@@ -24,7 +24,8 @@ void GenerateCommand::add_to(CLI::App& parent) {
   app->add_option("--seed", seed, "Random seed");
   app->add_option("--base-dtype", base_dtype,
                   "Linear weights in f32; bf16 (bf16 products with f32 accumulation, and a bf16 KV cache); or "
-                  "q8_0 (GGUF's 8-bit blocks, read in place by each generated token: about half of bf16's bytes)")
+                  "q8_0 (GGUF's 8-bit blocks, read in place by each generated token: about half of bf16's bytes; "
+                  "a bf16 KV cache)")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
 }
 

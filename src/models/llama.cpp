@@ -289,8 +289,8 @@ const std::vector<std::string>& LlamaModel::target_modules() {
 }
 
 DType LlamaModel::kv_cache_dtype() const {
-  const bool bf16 = weight(layer_name(0, "self_attn.k_proj.weight")).dtype() == DType::bf16;
-  return bf16 && device() == Device::cpu ? DType::bf16 : DType::f32;
+  const DType weights = weight(layer_name(0, "self_attn.k_proj.weight")).dtype();
+  return (weights == DType::bf16 || weights == DType::q8_0) && device() == Device::cpu ? DType::bf16 : DType::f32;
 }
 
 KVCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity, DType dtype) const {
