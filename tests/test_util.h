@@ -58,6 +58,14 @@ inline ::testing::AssertionResult all_close(const std::vector<float>& got, const
   return all_close(got, std::vector<double>(want.begin(), want.end()), atol, rtol);
 }
 
+// n smooth, deterministic values in [-1, 1] (sin(step i + 0.2)): kernel operands whose every
+// element differs, without a random generator.
+inline std::vector<float> sine_values(std::int64_t n, float step) {
+  std::vector<float> out(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::sin(step * static_cast<float>(i) + 0.2f);
+  return out;
+}
+
 inline double max_abs(const std::vector<double>& values) {
   double m = 0;
   for (double v : values)

@@ -138,7 +138,20 @@ bool Tensor::is_contiguous() const {
 Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, std::size_t byte_offset) const {
   check(shape.size() == strides.size(), "tensor", "shape {} and strides {} differ in rank", shape_str(shape),
         shape_str(strides));
-  if (is_block_dtype(dtype())) return block_view(shape, strides, byte_offset);
+  if (is_block_dtype(dtype()))
+    check_whole_view(shape, strides, byte_offset);
+  else
+    check_view_in_storage(shape, strides, byte_offset);
+  auto view = std::make_shared<TensorImpl>();
+  view->storage = storage();
+  view->byte_offset = byte_offset;
+  view->shape = shape;
+  view->strides = strides;
+  view->dtype = dtype();
+  return Tensor(std::move(view));
+}
+
+void Tensor::check_view_in_storage(const Shape& shape, const Shape& strides, std::size_t byte_offset) const {
   const auto element = static_cast<std::int64_t>(dtype_size(dtype()));
   check(byte_offset % static_cast<std::size_t>(element) == impl().byte_offset % static_cast<std::size_t>(element),
         "tensor", "view offset {} is not aligned to the {}-byte elements", byte_offset, element);
@@ -153,21 +166,14 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, std::size_t 
   check(shape_numel(shape) == 0 || (first >= 0 && last <= static_cast<std::int64_t>(storage()->nbytes())),
         "tensor", "view of shape {} strides {} at byte {} falls outside its storage of {} bytes", shape_str(shape),
         shape_str(strides), byte_offset, storage()->nbytes());
-  auto view = std::make_shared<TensorImpl>();
-  view->storage = storage();
-  view->byte_offset = byte_offset;
-  view->shape = shape;
-  view->strides = strides;
-  view->dtype = dtype();
-  return Tensor(std::move(view));
 }
 
 // A block dtype's values are not addressable one by one, so its tensors are seen whole: the
 // stored matrix, or a permutation of its dims (a weight's transpose, for x Wᵀ and its gradient).
-Tensor Tensor::block_view(const Shape& shape, const Shape& strides, std::size_t byte_offset) const {
+void Tensor::check_whole_view(const Shape& shape, const Shape& strides, std::size_t byte_offset) const {
   auto dims = [](const Shape& sizes, const Shape& steps) {
     std::vector<std::pair<std::int64_t, std::int64_t>> out;
-    for (std::size_t i = 0; i < sizes.size() && i < steps.size(); ++i) out.emplace_back(sizes[i], steps[i]);
+    for (std::size_t i = 0; i < sizes.size(); ++i) out.emplace_back(sizes[i], steps[i]);
     std::sort(out.begin(), out.end());
     return out;
   };
@@ -177,13 +183,6 @@ Tensor Tensor::block_view(const Shape& shape, const Shape& strides, std::size_t 
         "a {} tensor {} can only be viewed whole (transposed), not as shape {} strides {}: its values are stored "
         "in blocks of {}",
         dtype_name(dtype()), shape_str(this->shape()), shape_str(shape), shape_str(strides), dtype_block(dtype()));
-  auto view = std::make_shared<TensorImpl>();
-  view->storage = storage();
-  view->byte_offset = byte_offset;
-  view->shape = shape;
-  view->strides = strides;
-  view->dtype = dtype();
-  return Tensor(std::move(view));
 }
 
 Tensor Tensor::to(Device target) const {

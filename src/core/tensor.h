@@ -119,7 +119,9 @@ class Tensor {
   bool same_as(const Tensor& other) const { return impl_ == other.impl_; }
 
  private:
-  Tensor block_view(const Shape& shape, const Shape& strides, std::size_t byte_offset) const;
+  // as_strided's checks: a view inside the storage; for a block dtype, the whole tensor.
+  void check_view_in_storage(const Shape& shape, const Shape& strides, std::size_t byte_offset) const;
+  void check_whole_view(const Shape& shape, const Shape& strides, std::size_t byte_offset) const;
   void check_access(std::size_t element_size) const;
   // Throws for a tensor without storage (an autograd node's handle on an input it does not keep).
   Storage& stored_bytes() const;

@@ -14,11 +14,7 @@
 namespace loracpp::backend::cpu {
 namespace {
 
-std::vector<float> values(i64 n, float step) {
-  std::vector<float> out(static_cast<std::size_t>(n));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::sin(step * static_cast<float>(i) + 0.2f);
-  return out;
-}
+using testing::sine_values;
 
 struct Q8Weight {
   std::vector<std::uint8_t> blocks;
@@ -26,7 +22,7 @@ struct Q8Weight {
 };
 
 Q8Weight q8_weight(i64 rows, i64 cols, float step) {
-  const auto w = values(rows * cols, step);
+  const auto w = sine_values(rows * cols, step);
   Q8Weight out{std::vector<std::uint8_t>(dtype_bytes(DType::q8_0, rows * cols)), std::vector<float>(w.size())};
   q8_0::quantize(w.data(), out.blocks.data(), rows * cols);
   q8_0::dequantize(out.blocks.data(), out.widened.data(), rows * cols);
@@ -35,9 +31,9 @@ Q8Weight q8_weight(i64 rows, i64 cols, float step) {
 
 // c = a op(w) + beta c0 where w is stored [n, k] (trans_b) or [k, n].
 void expect_product(bool trans_b, i64 m, i64 n, i64 k, float beta) {
-  const auto a = values(m * k, 0.37f);
+  const auto a = sine_values(m * k, 0.37f);
   const Q8Weight w = trans_b ? q8_weight(n, k, 0.11f) : q8_weight(k, n, 0.11f);
-  const auto c0 = values(m * n, 0.05f);
+  const auto c0 = sine_values(m * n, 0.05f);
   std::vector<float> c = c0;
   gemm_q8_0(trans_b, m, n, k, a.data(), k, w.blocks.data(), beta, c.data(), n);
   for (i64 i = 0; i < m; ++i)
@@ -88,7 +84,7 @@ TEST(CpuGemmQ8_0, LoraRowsOverAQ8_0Weight) {
     set_num_threads(threads);
     for (const i64 rows : {1, 4, 8}) {
       const i64 in = 160, out = 45, r = 8;
-      const auto x = values(rows * in, 0.31f), a = values(r * in, 0.17f), b = values(out * r, 0.53f);
+      const auto x = sine_values(rows * in, 0.31f), a = sine_values(r * in, 0.17f), b = sine_values(out * r, 0.53f);
       const Q8Weight w = q8_weight(out, in, 0.07f);
       std::vector<float> t(static_cast<std::size_t>(rows * r)), y(static_cast<std::size_t>(rows * out));
       lora_rows(x.data(), w.blocks.data(), DType::q8_0, a.data(), b.data(), rows, in, out, r, 1.5f, t.data(), y.data());

@@ -13,15 +13,11 @@
 namespace loracpp::backend::cpu {
 namespace {
 
-std::vector<float> values(i64 n, float step) {
-  std::vector<float> out(static_cast<std::size_t>(n));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::sin(step * static_cast<float>(i) + 0.2f);
-  return out;
-}
+using testing::sine_values;
 
 void expect_matches_reference(i64 rows, i64 in, i64 out, i64 r, bool bf16) {
-  const auto x = values(rows * in, 0.31f), a = values(r * in, 0.17f), b = values(out * r, 0.53f);
-  auto wf = values(out * in, 0.07f);
+  const auto x = sine_values(rows * in, 0.31f), a = sine_values(r * in, 0.17f), b = sine_values(out * r, 0.53f);
+  auto wf = sine_values(out * in, 0.07f);
   std::vector<std::uint16_t> w16(wf.size());
   for (std::size_t i = 0; i < wf.size(); ++i) {
     w16[i] = float_to_bf16(wf[i]);
