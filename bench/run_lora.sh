@@ -16,7 +16,7 @@
 # says so, and the peer's f32 run is then the comparison for both of our paths. With PEER_BF16=1 on
 # such a CPU, each of the peer's bf16 runs is made once (in the first round), of one step after its
 # warm-up step: about 40 minutes more for the three presets.
-# SMOKE=1 runs a tiny shape for one step in both dtypes, ours only, and checks the output (CI).
+# SMOKE=1 runs a tiny shape for one step in each dtype (f32, bf16, q8_0), ours only, and checks the output (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -44,7 +44,7 @@ ratio() { if [[ "$2" == "not run" ]]; then echo "—"; else python3 -c "print(f'
 share() { python3 -c "print(f'{100*$1/$2:.0f}%')"; }
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  for dtype in f32 bf16; do
+  for dtype in f32 bf16 q8_0; do
     out=$($ours --preset tiny --mode lora --rank 4 --targets all --steps 1 --warmup 0 --batch 1 --seq 16 --threads "$threads" --dtype $dtype)
     echo "$out"
     python3 -c "import json,math,sys; r=json.loads(sys.argv[1]); assert r['tokens_per_s']>0 and math.isfinite(r['loss']) and abs(r['loss']-10.37)<0.5 and r['trainable']>0, r" "$out"
