@@ -24,7 +24,7 @@ struct DemoCommand : Command {
 };
 
 struct GenerateCommand : Command {
-  std::string model, tokenizer, prompt, base_dtype = "f32";
+  std::string model, tokenizer, prompt, base_dtype;  // empty: the weights as the file stores them
   std::vector<std::string> adapters;  // DIR[:SCALE]
   std::int64_t steps = 256;
   float temperature = 1.0f, top_p = 1.0f;
@@ -51,7 +51,7 @@ struct TrainCommand : Command {
 };
 
 struct EvalCommand : Command {
-  std::string model, tokenizer, data, base_dtype = "f32";
+  std::string model, tokenizer, data, base_dtype;  // empty: the weights as the file stores them
   std::vector<std::string> adapters;
   std::int64_t seq_len = 256, batch_size = 8;
   double validation_fraction = 0;

@@ -22,7 +22,8 @@ void EvalCommand::add_to(CLI::App& parent) {
       ->check(CLI::Range(0.0, 0.9));
   app->add_option("--seed", seed, "Seed of the held-out split");
   app->add_option("--base-dtype", base_dtype,
-                  "Linear weights in f32, bf16 (bf16 products with f32 accumulation), or q8_0 (GGUF's 8-bit blocks)")
+                  "Linear weights in f32, bf16 (bf16 products with f32 accumulation), or q8_0 (GGUF's 8-bit blocks). "
+                  "Default: as the file stores them")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   data_args.add_to(*app);
 }
@@ -31,7 +32,7 @@ int EvalCommand::run() {
   auto loaded = models::load_model(model, {.tokenizer = tokenizer});
   check(loaded.tokenizer != nullptr, "eval", "no tokenizer found next to {}; give one with --tokenizer", model);
   load_adapter_args(*loaded.model, adapters);
-  if (base_dtype != "f32") loaded.model->store_weights(parse_dtype(base_dtype));
+  if (!base_dtype.empty()) loaded.model->store_weights(parse_dtype(base_dtype));
   auto prepared = prepare_data(data_args, data, "", validation_fraction, seed, *loaded.tokenizer, model, seq_len,
                                /*validation_only=*/validation_fraction > 0);
   check(validation_fraction == 0 || prepared.validation.has_value(), "eval",

@@ -25,7 +25,7 @@ void GenerateCommand::add_to(CLI::App& parent) {
   app->add_option("--base-dtype", base_dtype,
                   "Linear weights in f32; bf16 (bf16 products with f32 accumulation, and a bf16 KV cache); or "
                   "q8_0 (GGUF's 8-bit blocks, read in place by each generated token: about half of bf16's bytes; "
-                  "a bf16 KV cache)")
+                  "a bf16 KV cache). Default: as the file stores them (a Q8_0 GGUF file's blocks in place)")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
 }
 
@@ -33,7 +33,7 @@ int GenerateCommand::run() {
   auto loaded = models::load_model(model, {.tokenizer = tokenizer});
   check(loaded.tokenizer != nullptr, "generate", "no tokenizer found next to {}; give one with --tokenizer", model);
   load_adapter_args(*loaded.model, adapters);
-  if (base_dtype != "f32") loaded.model->store_weights(parse_dtype(base_dtype));
+  if (!base_dtype.empty()) loaded.model->store_weights(parse_dtype(base_dtype));
   const models::GenerateOptions options{steps, {temperature, top_k, top_p, seed}};
   const auto result = models::generate(*loaded.model, *loaded.tokenizer, prompt, options, [](const std::string& text) {
     std::fwrite(text.data(), 1, text.size(), stdout);

@@ -29,6 +29,13 @@ void MergeCommand::add_to(CLI::App& parent) {
 int MergeCommand::run() {
   auto loaded = models::load_model(model);
   auto& m = *loaded.model;
+  // A Q8_0 GGUF base is merged widened: added into its blocks, each sum would round to 8 bits.
+  // (--dtype q8_0 writes the merged weights' blocks.)
+  for (const auto& [name, w] : m.weights())
+    if (is_block_dtype(w.dtype())) {
+      m.store_weights(DType::f32);
+      break;
+    }
   load_adapter_args(m, adapters);
   // Logits before and after merging on a probe batch: the merge must not change the model.
   const std::int64_t probe_len = std::min<std::int64_t>(16, m.config().max_position_embeddings);

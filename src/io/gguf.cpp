@@ -84,26 +84,20 @@ std::size_t type_bytes(std::uint32_t type, std::int64_t inner, std::int64_t elem
        type, file);
 }
 
-Tensor dequantize(const std::byte* data, std::uint32_t type, const Shape& shape) {
+// Q4_0 blocks widened to f32: low nibbles are elements 0..15, high nibbles 16..31, each minus 8.
+Tensor dequantize_q4_0(const std::byte* data, const Shape& shape) {
   const std::int64_t n = shape_numel(shape);
   std::vector<float> values(static_cast<std::size_t>(n));
   for (std::int64_t b = 0; b < n / kBlock; ++b) {
-    std::uint16_t d16;
     float* out = values.data() + b * kBlock;
-    if (static_cast<GgmlType>(type) == GgmlType::q8_0) {
-      const std::byte* block = data + b * 34;
-      std::memcpy(&d16, block, 2);
-      const float d = f16_to_float(d16);
-      for (std::int64_t j = 0; j < kBlock; ++j) out[j] = d * static_cast<float>(static_cast<std::int8_t>(block[2 + j]));
-    } else {  // q4_0: low nibbles are elements 0..15, high nibbles 16..31, each minus 8
-      const std::byte* block = data + b * 18;
-      std::memcpy(&d16, block, 2);
-      const float d = f16_to_float(d16);
-      for (std::int64_t j = 0; j < kBlock / 2; ++j) {
-        const auto q = static_cast<std::uint8_t>(block[2 + j]);
-        out[j] = d * static_cast<float>((q & 0x0F) - 8);
-        out[j + kBlock / 2] = d * static_cast<float>((q >> 4) - 8);
-      }
+    const std::byte* block = data + b * 18;
+    std::uint16_t d16;
+    std::memcpy(&d16, block, 2);
+    const float d = f16_to_float(d16);
+    for (std::int64_t j = 0; j < kBlock / 2; ++j) {
+      const auto q = static_cast<std::uint8_t>(block[2 + j]);
+      out[j] = d * static_cast<float>((q & 0x0F) - 8);
+      out[j + kBlock / 2] = d * static_cast<float>((q >> 4) - 8);
     }
   }
   return Tensor::from_floats(values, shape);
@@ -198,11 +192,14 @@ GgufFile read_gguf(const std::filesystem::path& path) {
     ranges.emplace_back(info.offset, info.bytes);
     const auto type = static_cast<GgmlType>(info.type);
     const std::size_t at = data_start + info.offset;
-    if (type == GgmlType::f32 || type == GgmlType::f16 || type == GgmlType::bf16) {
-      const DType dtype = type == GgmlType::f32 ? DType::f32 : type == GgmlType::f16 ? DType::f16 : DType::bf16;
+    if (type == GgmlType::q4_0) {
+      g.tensors.emplace_back(info.name, dequantize_q4_0(storage->data() + at, info.shape));
+    } else {  // our q8_0 is GGUF's Q8_0, byte for byte: its blocks are read in place too
+      const DType dtype = type == GgmlType::f32    ? DType::f32
+                          : type == GgmlType::f16  ? DType::f16
+                          : type == GgmlType::bf16 ? DType::bf16
+                                                   : DType::q8_0;
       g.tensors.emplace_back(info.name, Tensor::from_storage(storage, at, info.shape, dtype));
-    } else {
-      g.tensors.emplace_back(info.name, dequantize(storage->data() + at, info.type, info.shape));
     }
   }
   std::sort(ranges.begin(), ranges.end());

@@ -1,8 +1,8 @@
 #pragma once
 // GGUF (versions 2 and 3, little-endian): magic "GGUF", version, tensor and metadata counts, typed
 // metadata key/values, tensor infos (name, dims innermost first, type, offset), then the aligned
-// data. F32, F16 and BF16 tensors are views of the mapped file; Q8_0 and Q4_0 are dequantised to
-// f32 on load.
+// data. F32, F16, BF16 and Q8_0 (our q8_0 dtype, the same blocks) tensors are views of the mapped
+// file; Q4_0 is dequantised to f32 on load.
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>

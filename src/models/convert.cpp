@@ -36,6 +36,7 @@ std::vector<std::pair<std::string, Tensor>> export_weights(const LlamaModel& mod
   std::vector<std::pair<std::string, Tensor>> out;
   for (const auto& [name, shape] : llama_tensor_shapes(c)) {
     Tensor t = model.weight(name);
+    if (is_block_dtype(t.dtype())) t = ops::to_dtype(t, DType::f32);  // rows are permuted and converted widened
     if (is_rotary_projection(name)) {
       const std::int64_t heads = name.find("q_proj") != std::string::npos ? c.num_heads : c.num_kv_heads;
       t = permute_rotary_rows(t, heads, c.rope_layout, layout);

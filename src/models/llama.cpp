@@ -178,9 +178,12 @@ LlamaModel::LlamaModel(LlamaConfig config, std::map<std::string, Tensor> weights
   const auto shapes = llama_tensor_shapes(config_);
   const auto embed = weights.find("model.embed_tokens.weight");
   check(embed != weights.end(), kPlace, "tensor 'model.embed_tokens.weight' is missing ({})", source_);
-  const DType dtype = embed->second.dtype();
-  check(is_floating(dtype), kPlace, "weights must be floating point, 'model.embed_tokens.weight' is {} ({})",
-        dtype_name(dtype), source_);
+  check(is_floating(embed->second.dtype()), kPlace,
+        "weights must be floating point, 'model.embed_tokens.weight' is {} ({})", dtype_name(embed->second.dtype()),
+        source_);
+  // One compute dtype, the embedding's (f32 where that is a block dtype): others are converted once
+  // here, except matrices in blocks (a Q8_0 GGUF file's), which stay as stored for their products.
+  const DType dtype = is_block_dtype(embed->second.dtype()) ? DType::f32 : embed->second.dtype();
   for (const auto& [name, shape] : shapes) {
     expected.insert(name);
     auto it = weights.find(name);
@@ -189,8 +192,8 @@ LlamaModel::LlamaModel(LlamaConfig config, std::map<std::string, Tensor> weights
           shape_str(it->second.shape()), shape_str(shape), source_);
     check(is_floating(it->second.dtype()), kPlace, "tensor '{}' has dtype {}, expected a floating dtype ({})", name,
           dtype_name(it->second.dtype()), source_);
-    // One compute dtype: the embedding's. Others are converted once here.
-    weights_[name] = it->second.dtype() == dtype ? it->second : ops::to_dtype(it->second, dtype);
+    const bool as_stored = it->second.dtype() == dtype || (is_block_dtype(it->second.dtype()) && it->second.dim() == 2);
+    weights_[name] = as_stored ? it->second : ops::to_dtype(it->second, dtype);
   }
   for (const auto& [name, tensor] : weights) {
     const bool derived = name.ends_with("rotary_emb.inv_freq") || (config_.tie_word_embeddings && name == "lm_head.weight");

@@ -221,5 +221,23 @@ TEST_F(TrainCli, Q8_0BaseTrains) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "q8gpu"));
 }
 
+// Merging into a Q8_0 GGUF base widens it first: the merged model's probe logits then differ from
+// base + adapter by f32 rounding only (summed into 8-bit blocks, they would move by the blocks'
+// step). Written back with --dtype q8_0, the merged file holds blocks again.
+TEST_F(TrainCli, MergesIntoAQ8_0GgufBase) {
+  const auto out = (dir_ / "adapter").string();
+  ASSERT_EQ(lora(common(out)).status, 0);
+  const std::string base = (dir_ / "base.gguf").string(), merged = (dir_ / "merged.gguf").string();
+  ASSERT_EQ(lora("convert " + kModel + " --to " + base + " --format gguf --dtype q8_0").status, 0);
+  const Result r = lora("merge --model " + base + " --adapter " + out + " --out " + merged, false);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto summary = nlohmann::json::parse(last_line(r.output));
+  EXPECT_LT(summary["relative_difference"].get<double>(), 1e-5) << r.output;
+  const Result q8 = lora("merge --model " + base + " --adapter " + out + " --out " + (dir_ / "merged8.gguf").string() +
+                         " --dtype q8_0", false);
+  ASSERT_EQ(q8.status, 0) << q8.output;
+  EXPECT_LT(std::filesystem::file_size(dir_ / "merged8.gguf"), std::filesystem::file_size(merged));
+}
+
 }  // namespace
 }  // namespace loracpp

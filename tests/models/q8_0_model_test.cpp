@@ -76,9 +76,10 @@ TEST(Q8_0Model, QuantisationMovesTheLogitsLittle) {
 }
 
 // A GGUF file written in q8_0 holds the blocks store_weights(q8_0) makes (rows permuted for the
-// file's rotary layout are whole rows, so the blocks are the same): read back, its model gives the
-// q8_0 model's logits. Norms stay f32; the file is under half the f32 file's size. safetensors
-// has no such dtype, so an HF folder in q8_0 is refused.
+// file's rotary layout are whole rows, so the blocks are the same): read back, its matrices stay
+// blocks in the mapped file and its model gives the q8_0 model's logits, as does an f32
+// HuggingFace folder converted from it. Norms stay f32; the file is under half the f32 file's
+// size. safetensors has no such dtype, so an HF folder in q8_0 is refused.
 TEST(Q8_0Model, GgufInQ8_0HoldsTheSameBlocks) {
   const auto loaded = load_model(kModel);
   testing::TempDir dir;
@@ -86,8 +87,11 @@ TEST(Q8_0Model, GgufInQ8_0HoldsTheSameBlocks) {
   save_model(*loaded.model, loaded.tokenizer.get(), dir / "f32.gguf", "gguf", DType::f32);
   // (the tokenizer's metadata and the f32 down projections, 172 columns, are much of what is left)
   EXPECT_LT(std::filesystem::file_size(dir / "q8.gguf"), std::filesystem::file_size(dir / "f32.gguf") / 2);
-  const auto back = load_model(dir / "q8.gguf");
+  const auto back = load_model(dir / "q8.gguf");  // the blocks stay in the mapped file
   EXPECT_EQ(back.model->weight("model.norm.weight").dtype(), DType::f32);
+  EXPECT_EQ(back.model->weight("model.layers.2.self_attn.k_proj.weight").dtype(), DType::q8_0);
+  EXPECT_EQ(back.model->weight("model.embed_tokens.weight").dtype(), DType::q8_0);
+  EXPECT_EQ(back.model->weight("model.layers.2.mlp.down_proj.weight").dtype(), DType::f32);
   loaded.model->store_weights(DType::q8_0);
   const auto ids = loaded.tokenizer->encode("The cat sat on the mat and looked at the bird", true, false);
   const auto got = logits_of(*back.model, ids, 5, DType::f32), want = logits_of(*loaded.model, ids, 5, DType::f32);
@@ -95,6 +99,13 @@ TEST(Q8_0Model, GgufInQ8_0HoldsTheSameBlocks) {
   for (std::size_t p = 0; p < got.size(); ++p)
     for (std::size_t i = 0; i < got[p].size(); ++i)
       ASSERT_NEAR(got[p][i], want[p][i], 1e-4f * (1.0f + std::abs(want[p][i]))) << "position " << p << ", token " << i;
+  // Converted on to an f32 HuggingFace folder (the rotary rows permuted widened): the same logits.
+  save_model(*back.model, back.tokenizer.get(), dir / "hf32", "hf", DType::f32);
+  const auto hf = load_model(dir / "hf32");
+  const auto from_hf = logits_of(*hf.model, ids, 5, DType::f32);
+  for (std::size_t p = 0; p < got.size(); ++p)
+    for (std::size_t i = 0; i < got[p].size(); ++i)
+      ASSERT_NEAR(from_hf[p][i], got[p][i], 1e-4f * (1.0f + std::abs(got[p][i]))) << "position " << p << ", token " << i;
   try {
     save_model(*loaded.model, loaded.tokenizer.get(), dir / "hf", "hf", DType::q8_0);
     FAIL() << "no error";
