@@ -31,11 +31,7 @@ int MergeCommand::run() {
   auto& m = *loaded.model;
   // A Q8_0 GGUF base is merged widened: added into its blocks, each sum would round to 8 bits.
   // (--dtype q8_0 writes the merged weights' blocks.)
-  for (const auto& [name, w] : m.weights())
-    if (is_block_dtype(w.dtype())) {
-      m.store_weights(DType::f32);
-      break;
-    }
+  m.widen_block_weights();
   load_adapter_args(m, adapters);
   // Logits before and after merging on a probe batch: the merge must not change the model.
   const std::int64_t probe_len = std::min<std::int64_t>(16, m.config().max_position_embeddings);

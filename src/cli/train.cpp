@@ -132,6 +132,7 @@ int TrainCommand::run() {
   std::vector<lora::NamedParameter> params;
   if (full) {
     autograd::NoGradGuard no_grad;
+    m.widen_block_weights();  // a Q8_0 GGUF file's blocks: trained weights are f32
     for (const auto& [name, shape] : models::llama_tensor_shapes(m.config())) {
       m.set_weight(name, ops::scale(ops::to_dtype(m.weight(name), DType::f32), 1.0f));  // owned f32 copies
       Tensor w = m.weight(name);

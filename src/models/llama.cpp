@@ -225,6 +225,12 @@ void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
   Storage::release_cached_blocks();  // the replaced weights' blocks: no step reuses their sizes
 }
 
+void LlamaModel::widen_block_weights() {
+  autograd::NoGradGuard no_grad;
+  for (auto& [name, w] : weights_)
+    if (is_block_dtype(w.dtype())) w = ops::to_dtype(w, DType::f32);
+}
+
 namespace {
 // Gives t's own TensorImpl a copy of its values on device, so every handle on it sees the move.
 void move_in_place(Tensor& t, Device device) {

@@ -92,6 +92,9 @@ class LlamaModel {
   // layer's weight too, so it takes linear_dtype. Under q8_0 a weight whose rows are not whole
   // blocks of 32 takes other_dtype.
   void store_weights(DType linear_dtype, DType other_dtype = DType::f32);
+  // Widens weights held in blocks (a Q8_0 GGUF file's) to f32, for what changes the weights:
+  // merging an adapter, full fine-tuning.
+  void widen_block_weights();
 
   // Adapters: the branches on each module path (linear layers and "model.embed_tokens").
   std::vector<nn::LoraBranch>& adapter_slot(const std::string& module);

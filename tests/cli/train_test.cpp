@@ -223,8 +223,9 @@ TEST_F(TrainCli, Q8_0BaseTrains) {
 
 // Merging into a Q8_0 GGUF base widens it first: the merged model's probe logits then differ from
 // base + adapter by f32 rounding only (summed into 8-bit blocks, they would move by the blocks'
-// step). Written back with --dtype q8_0, the merged file holds blocks again.
-TEST_F(TrainCli, MergesIntoAQ8_0GgufBase) {
+// step). Written back with --dtype q8_0, the merged file holds blocks again. Full fine-tuning of
+// such a base trains widened f32 weights.
+TEST_F(TrainCli, Q8_0GgufBaseIsWidenedToMergeOrFullyTrain) {
   const auto out = (dir_ / "adapter").string();
   ASSERT_EQ(lora(common(out)).status, 0);
   const std::string base = (dir_ / "base.gguf").string(), merged = (dir_ / "merged.gguf").string();
@@ -237,6 +238,11 @@ TEST_F(TrainCli, MergesIntoAQ8_0GgufBase) {
                          " --dtype q8_0", false);
   ASSERT_EQ(q8.status, 0) << q8.output;
   EXPECT_LT(std::filesystem::file_size(dir_ / "merged8.gguf"), std::filesystem::file_size(merged));
+  // Full fine-tuning trains f32 weights widened from the blocks.
+  const Result full = lora("train --model " + base + " --data " + (dir_ / "data.txt").string() + " --out " +
+                           (dir_ / "full").string() + " --full --steps 2 --seq-len 16 --batch-size 2");
+  ASSERT_EQ(full.status, 0) << full.output;
+  EXPECT_TRUE(std::isfinite(nlohmann::json::parse(last_line(full.output))["train_loss"].get<double>()));
 }
 
 }  // namespace
