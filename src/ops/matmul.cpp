@@ -69,7 +69,9 @@ Tensor matmul_q8_0_weight(const Tensor& a, const Tensor& b) {
         shape_str(a.shape()), shape_str(b.shape()));
   const std::int64_t k = a.size(-1), n = b.size(1), m_total = a.numel() / std::max<std::int64_t>(k, 1);
   check(b.size(0) == k, "matmul", "inner dimensions differ: a is {}, b is {}", shape_str(a.shape()), shape_str(b.shape()));
-  const bool trans_b = !b.is_contiguous();  // the stored weight's transpose (block_view allows nothing else)
+  // As stored ([k, n], rows n apart), or the stored [n, k] weight's transpose: block tensors allow
+  // no other view. (Strides, not is_contiguous: with a size-1 dim both read as contiguous.)
+  const bool trans_b = !(b.strides()[1] == 1 && b.strides()[0] == std::max<std::int64_t>(n, 1));
   const Tensor af = contiguous_raw(as_f32(a));
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(n);

@@ -27,6 +27,13 @@ TEST(Q8_0Weight, LinearComputesWithTheWidenedValues) {
   }
   const Tensor x = randn({2, 5, 96}, rng);
   expect_close(matmul(x, transpose(w8, 0, 1)), matmul(x, transpose(wide, 0, 1)), 1e-5f);
+  // One output (a score head): the transposed view [96, 1] is told from a stored [96, 1] matrix by
+  // its strides, as both read as contiguous.
+  const Tensor head8 = to_dtype(randn({1, 96}, rng), DType::q8_0), head = to_dtype(head8, DType::f32);
+  for (const std::int64_t rows : {1, 12}) {
+    const Tensor xr = randn({rows, 96}, rng);
+    expect_close(linear(xr, head8, Tensor()), linear(xr, head, Tensor()), 1e-5f);
+  }
 }
 
 TEST(Q8_0Weight, AdapterGradientsOverAQ8_0BaseMatchTheWidenedBase) {

@@ -60,10 +60,12 @@ void lora_rows(const float* x, const void* w, DType w_dtype, const float* a, con
       const auto* blocks = static_cast<const std::uint8_t*>(w);
       const std::size_t stride = dtype_bytes(DType::q8_0, in);
       float sums[8];
-      for (i64 j = j0; j < j1; ++j) {
-        dot_q8_0_rows(x, in, rows, blocks + static_cast<std::size_t>(j) * stride, in, sums);
-        for (i64 row = 0; row < rows; ++row) y[row * out + j] = sums[row];
-      }
+      for (i64 j = j0; j < j1; ++j)
+        for (i64 r0 = 0; r0 < rows; r0 += 8) {  // dot_q8_0_rows takes 8 rows at most
+          const i64 count = std::min<i64>(8, rows - r0);
+          dot_q8_0_rows(x + r0 * in, in, count, blocks + static_cast<std::size_t>(j) * stride, in, sums);
+          for (i64 row = 0; row < count; ++row) y[(r0 + row) * out + j] = sums[row];
+        }
     } else {
       for (i64 j = j0; j < j1; ++j)
         for (i64 row = 0; row < rows; ++row)
