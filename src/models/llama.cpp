@@ -219,7 +219,7 @@ void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
   for (auto& [name, w] : weights_) {
     DType dtype = linear.count(name) ? linear_dtype : other_dtype;
     // A weight whose rows do not fill whole blocks stays wide, as llama.cpp keeps such tensors.
-    if (dtype == DType::q8_0 && w.size(1) % q8_0::kBlock != 0) dtype = other_dtype;
+    if (dtype == DType::q8_0 && (w.dim() != 2 || w.size(1) % q8_0::kBlock != 0)) dtype = other_dtype;
     if (w.dtype() != dtype) w = ops::to_dtype(w, dtype);
   }
   Storage::release_cached_blocks();  // the replaced weights' blocks: no step reuses their sizes
