@@ -3,7 +3,8 @@
 // signature; each backend fills a KernelTable from this list, and an op fetches its kernel with
 // LORACPP_KERNEL(device, name), which throws "[name] has no CUDA implementation" for a gap
 // instead of silently running elsewhere. Kernels take raw device pointers to contiguous f32
-// (ops convert other dtypes), row-major; gemm_bf16 takes bf16 operands.
+// (ops convert other dtypes), row-major; gemm_bf16 takes bf16 operands, gemm_q8_0 a weight in
+// q8_0 blocks (core/q8_0.h).
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
