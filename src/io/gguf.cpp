@@ -84,6 +84,18 @@ std::size_t type_bytes(std::uint32_t type, std::int64_t inner, std::int64_t elem
        type, file);
 }
 
+// The dtype of a tensor read in place (type_bytes has refused the types we do not read).
+DType stored_dtype(GgmlType type) {
+  switch (type) {
+    case GgmlType::f32: return DType::f32;
+    case GgmlType::f16: return DType::f16;
+    case GgmlType::bf16: return DType::bf16;
+    case GgmlType::q8_0: return DType::q8_0;
+    case GgmlType::q4_0: break;  // widened on load: dequantize_q4_0
+  }
+  fail(kPlace, "ggml type {} is not read in place", static_cast<std::uint32_t>(type));
+}
+
 // Q4_0 blocks widened to f32: low nibbles are elements 0..15, high nibbles 16..31, each minus 8.
 Tensor dequantize_q4_0(const std::byte* data, const Shape& shape) {
   const std::int64_t n = shape_numel(shape);
@@ -195,11 +207,7 @@ GgufFile read_gguf(const std::filesystem::path& path) {
     if (type == GgmlType::q4_0) {
       g.tensors.emplace_back(info.name, dequantize_q4_0(storage->data() + at, info.shape));
     } else {  // our q8_0 is GGUF's Q8_0, byte for byte: its blocks are read in place too
-      const DType dtype = type == GgmlType::f32    ? DType::f32
-                          : type == GgmlType::f16  ? DType::f16
-                          : type == GgmlType::bf16 ? DType::bf16
-                                                   : DType::q8_0;
-      g.tensors.emplace_back(info.name, Tensor::from_storage(storage, at, info.shape, dtype));
+      g.tensors.emplace_back(info.name, Tensor::from_storage(storage, at, info.shape, stored_dtype(type)));
     }
   }
   std::sort(ranges.begin(), ranges.end());
