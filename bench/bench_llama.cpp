@@ -154,9 +154,9 @@ int run(int argc, char** argv) {
   float alpha = 16;
   std::string targets = "q,v", dtype = "f32";
   app.add_option("--dtype", dtype,
-                 "f32; bf16: frozen linear weights in bf16 (bf16 GEMMs, f32 accumulation); or q8_0: frozen linear "
-                 "weights in GGUF's 8-bit blocks (products in f32)")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+                 "f32; bf16: frozen linear weights in bf16 (bf16 GEMMs, f32 accumulation); or q8_0 or q4_0: "
+                 "frozen linear weights in GGUF's 8- or 4-bit blocks (products in f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
   app.add_option("--rank", rank);
   app.add_option("--alpha", alpha);
   app.add_option("--targets", targets, "Short names as the peer's (q,k,v,o,gate,up,down) or all");

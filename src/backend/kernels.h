@@ -3,8 +3,8 @@
 // signature; each backend fills a KernelTable from this list, and an op fetches its kernel with
 // LORACPP_KERNEL(device, name), which throws "[name] has no CUDA implementation" for a gap
 // instead of silently running elsewhere. Kernels take raw device pointers to contiguous f32
-// (ops convert other dtypes), row-major; gemm_bf16 takes bf16 operands, gemm_q8_0 a weight in
-// q8_0 blocks (core/q8_0.h).
+// (ops convert other dtypes), row-major; gemm_bf16 takes bf16 operands, gemm_blocks a weight in
+// blocks (q8_0, q4_0: core/blocks.h).
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -75,13 +75,13 @@ struct AttentionGeometry {
      packed); c is not read when beta is 0 */                                                                \
   X(gemm_bf16, void(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,        \
                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc))                         \
-  /* c[m,n] (f32) = a[m,k] (f32, row-major) op(w) + beta c, w a q8_0 weight (core/q8_0.h) stored       \
-     row-major in whole blocks: [n,k] when trans_b (x Wᵀ), else [k,n] (a gradient times W); c is not read  \
-     when beta is 0 */                                                                                       \
-  X(gemm_q8_0, void(bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda, const void* w, float beta,  \
-                    float* c, i64 ldc))                                                                      \
+  /* c[m,n] (f32) = a[m,k] (f32, row-major) op(w) + beta c, w a weight of block dtype w_dtype (q8_0,    \
+     q4_0) stored row-major in whole blocks: [n,k] when trans_b (x Wᵀ), else [k,n] (a gradient times W);  \
+     c is not read when beta is 0 */                                                                         \
+  X(gemm_blocks, void(DType w_dtype, bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda,            \
+                      const void* w, float beta, float* c, i64 ldc))                                         \
   /* a few rows (generated tokens) through a LoRA projection, in one pass over its weights: t = x Aᵀ,  \
-     y = x Wᵀ + scale t Bᵀ; x [rows, in], W [out, in] (f32; bf16 multiplied by x rounded to bf16; q8_0), \
+     y = x Wᵀ + scale t Bᵀ; x [rows, in], W [out, in] (f32; bf16 multiplied by x rounded to bf16; blocks), \
      A [r, in], B [out, r] f32, t [rows, r] and y [rows, out] written. Optional: ops fall back to the    \
      separate products where a backend leaves it out */                                                    \
   X(lora_rows, void(const float* x, const void* w, DType w_dtype, const float* a, const float* b, i64 rows,  \

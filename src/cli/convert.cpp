@@ -10,8 +10,8 @@ void ConvertCommand::add_to(CLI::App& parent) {
   app->add_option("model", model, "Model: HuggingFace folder, .gguf file or llama2.c .bin")->required();
   app->add_option("--to", out, "Output folder (hf) or file (gguf)")->required();
   app->add_option("--format", format, "Output format")->required()->check(CLI::IsMember({"hf", "gguf"}));
-  app->add_option("--dtype", dtype, "Weight dtype of the output (q8_0: GGUF's 8-bit blocks, gguf only)")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
+  app->add_option("--dtype", dtype, "Weight dtype of the output (q8_0, q4_0: GGUF's 8- and 4-bit blocks, gguf only)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}));
 }
 
 int ConvertCommand::run() {

@@ -22,9 +22,9 @@ void EvalCommand::add_to(CLI::App& parent) {
       ->check(CLI::Range(0.0, 0.9));
   app->add_option("--seed", seed, "Seed of the held-out split");
   app->add_option("--base-dtype", base_dtype,
-                  "Linear weights in f32, bf16 (bf16 products with f32 accumulation), or q8_0 (GGUF's 8-bit blocks). "
-                  "Default: as the file stores them")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+                  "Linear weights in f32, bf16 (bf16 products with f32 accumulation), or q8_0 or q4_0 (GGUF's 8- "
+                  "and 4-bit blocks). Default: as the file stores them")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
   data_args.add_to(*app);
 }
 

@@ -24,9 +24,10 @@ void GenerateCommand::add_to(CLI::App& parent) {
   app->add_option("--seed", seed, "Random seed");
   app->add_option("--base-dtype", base_dtype,
                   "Linear weights in f32; bf16 (bf16 products with f32 accumulation, and a bf16 KV cache); or "
-                  "q8_0 (GGUF's 8-bit blocks, read in place by each generated token: about half of bf16's bytes; "
-                  "a bf16 KV cache). Default: as the file stores them (a Q8_0 GGUF file's blocks in place)")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+                  "q8_0 or q4_0 (GGUF's 8- and 4-bit blocks, read in place by each generated token: about a half "
+                  "and a quarter of bf16's bytes; the output layer stays q8_0 under q4_0; a bf16 KV cache). "
+                  "Default: as the file stores them (a Q8_0 or Q4_0 GGUF file's blocks in place)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
 }
 
 int GenerateCommand::run() {

@@ -21,16 +21,17 @@ void MergeCommand::add_to(CLI::App& parent) {
   app->add_option("--format", format, "hf or gguf (default: gguf for a .gguf input, hf otherwise)")
       ->check(CLI::IsMember({"hf", "gguf"}));
   app->add_option("--dtype", dtype,
-                  "Weight dtype of the output (default: the base model's; q8_0: GGUF's 8-bit blocks, gguf only)")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
+                  "Weight dtype of the output (default: the base model's; q8_0, q4_0: GGUF's 8- and 4-bit blocks, gguf "
+                  "only)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}));
   app->add_flag("--unsafe", unsafe, "Skip the check for non-finite merged weights");
 }
 
 int MergeCommand::run() {
   auto loaded = models::load_model(model);
   auto& m = *loaded.model;
-  // A Q8_0 GGUF base is merged widened: added into its blocks, each sum would round to 8 bits.
-  // (--dtype q8_0 writes the merged weights' blocks.)
+  // A Q8_0 or Q4_0 GGUF base is merged widened: added into its blocks, each sum would round to the
+  // blocks' steps. (--dtype q8_0 or q4_0 writes the merged weights' blocks.)
   m.widen_block_weights();
   load_adapter_args(m, adapters);
   // Logits before and after merging on a probe batch: the merge must not change the model.

@@ -106,8 +106,9 @@ void TrainCommand::add_to(CLI::App& parent) {
   app->add_option("--seed", seed, "Seed for initialisation, data order and dropout");
   app->add_option("--base-dtype", base_dtype,
                   "Frozen linear weights in f32; bf16 (bf16 GEMMs with f32 accumulation; adapters stay f32); or q8_0 "
-                  "(GGUF's 8-bit blocks, a quarter of f32's memory, widened slice by slice for f32 products; CPU only)")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
+                  "or q4_0 (GGUF's 8- and 4-bit blocks, a quarter and an eighth of f32's memory, widened slice by "
+                  "slice for f32 products; CPU only)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
   app->add_option("--device", device, "Where to train: cpu, or cuda (an NVIDIA GPU; needs a build with nvcc)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   data_args.add_to(*app);
@@ -117,7 +118,8 @@ int TrainCommand::run() {
   if (!config_file.empty()) apply_json_config(*app, config_file);
   check(!model.empty() && !data.empty() && !out.empty(), "train", "--model, --data and --out are required");
   if (device == "cuda") {
-    check(base_dtype != "q8_0", "train", "--base-dtype q8_0 runs on the CPU only; on a GPU, bf16 halves the memory");
+    check(base_dtype != "q8_0" && base_dtype != "q4_0", "train",
+          "--base-dtype {} runs on the CPU only; on a GPU, bf16 halves the memory", base_dtype);
     const std::string why = Storage::unavailable_reason(Device::cuda);
     check(why.empty(), "train", "--device cuda: {}", why);
   }
@@ -158,7 +160,7 @@ int TrainCommand::run() {
     config.bias = bias;
     config.modules_to_save = modules_to_save;
     config.base_model_name_or_path = model;
-    // Activations, norms and embeddings compute in f32; frozen linear weights stay in f32, bf16 or q8_0.
+    // Activations, norms and embeddings compute in f32; frozen linear weights stay in f32, bf16 or blocks.
     m.store_weights(parse_dtype(base_dtype));
     lora::attach_adapter(m, "default", config, seed);
     params = lora::adapter_parameters(m, "default", config);

@@ -7,16 +7,18 @@
 namespace loracpp {
 
 // X(name, values per block, bytes per block, is floating point). Every dtype table derives from
-// this list. Most dtypes store each value alone (a block of one). q8_0 is GGUF's block format, 32
-// weights as int8 sharing one f16 scale (core/q8_0.h): a tensor of it is a frozen weight's whole
-// matrix, read only by the products and conversions that know its blocks.
+// this list. Most dtypes store each value alone (a block of one). q8_0 and q4_0 are GGUF's block
+// formats, 32 weights sharing one f16 scale as int8 (core/q8_0.h) or as 4-bit codes (core/q4_0.h):
+// a tensor of them is a frozen weight's whole matrix, read only by the products and conversions
+// that know its blocks (core/blocks.h).
 #define LORACPP_DTYPES(X) \
   X(f32, 1, 4, true)      \
   X(bf16, 1, 2, true)     \
   X(f16, 1, 2, true)      \
   X(i32, 1, 4, false)     \
   X(i64, 1, 8, false)     \
-  X(q8_0, 32, 34, true)
+  X(q8_0, 32, 34, true)   \
+  X(q4_0, 32, 18, true)
 
 enum class DType : std::uint8_t {
 #define LORACPP_DTYPE_ENUM(name, block, bytes, floating) name,
@@ -24,9 +26,9 @@ enum class DType : std::uint8_t {
 #undef LORACPP_DTYPE_ENUM
 };
 
-// Bytes of one value; throws for a block dtype (q8_0), whose values have no size of their own.
+// Bytes of one value; throws for a block dtype (q8_0, q4_0), whose values have no size of their own.
 std::size_t dtype_size(DType dtype);
-// Values per block: 1, or 32 for q8_0.
+// Values per block: 1, or 32 for q8_0 and q4_0.
 std::int64_t dtype_block(DType dtype);
 bool is_block_dtype(DType dtype);
 // Bytes that numel values take; throws when they do not fill whole blocks.

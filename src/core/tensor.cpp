@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "core/q8_0.h"
+#include "core/blocks.h"
 
 namespace loracpp {
 
@@ -50,7 +50,9 @@ void store_float(void* base, std::int64_t i, DType dtype, float value) {
     case DType::f16: static_cast<std::uint16_t*>(base)[i] = float_to_f16(value); return;
     case DType::i32: static_cast<std::int32_t*>(base)[i] = static_cast<std::int32_t>(value); return;
     case DType::i64: static_cast<std::int64_t*>(base)[i] = static_cast<std::int64_t>(value); return;
-    case DType::q8_0: fail("tensor", "a q8_0 tensor's values are set block by block (to_dtype), not one at a time");
+    case DType::q8_0:
+    case DType::q4_0:
+      fail("tensor", "a {} tensor's values are set block by block (to_dtype), not one at a time", dtype_name(dtype));
   }
 }
 
@@ -61,7 +63,8 @@ double load_value(const void* base, std::int64_t i, DType dtype) {
     case DType::f16: return f16_to_float(static_cast<const std::uint16_t*>(base)[i]);
     case DType::i32: return static_cast<const std::int32_t*>(base)[i];
     case DType::i64: return static_cast<double>(static_cast<const std::int64_t*>(base)[i]);
-    case DType::q8_0: break;  // read block by block (Tensor::to_floats)
+    case DType::q8_0:
+    case DType::q4_0: break;  // read block by block (Tensor::to_floats)
   }
   return 0;
 }
@@ -90,8 +93,8 @@ Tensor Tensor::from_floats(std::span<const float> values, const Shape& shape, DT
         "{} values given for shape {} ({} elements)", values.size(), shape_str(shape), shape_numel(shape));
   Tensor t = zeros(shape, dtype);
   void* base = t.raw_mutable_data();
-  if (dtype == DType::q8_0) {
-    q8_0::quantize(values.data(), base, t.numel());
+  if (is_block_dtype(dtype)) {
+    quantize_blocks(dtype, values.data(), base, t.numel());
     return t;
   }
   for (std::size_t i = 0; i < values.size(); ++i) store_float(base, static_cast<std::int64_t>(i), dtype, values[i]);
@@ -222,10 +225,11 @@ Tensor Tensor::to(Device target) const {
 
 std::vector<float> Tensor::to_floats() const {
   if (device() != Device::cpu) return to(Device::cpu).to_floats();
-  if (dtype() == DType::q8_0) {
-    check(is_contiguous(), "tensor", "reading a q8_0 tensor's values needs it as stored, not transposed");
+  if (is_block_dtype(dtype())) {
+    check(is_contiguous(), "tensor", "reading a {} tensor's values needs it as stored, not transposed",
+          dtype_name(dtype()));
     std::vector<float> out(static_cast<std::size_t>(numel()));
-    q8_0::dequantize(raw_data(), out.data(), numel());
+    dequantize_blocks(dtype(), raw_data(), out.data(), numel());
     return out;
   }
   std::vector<float> out;

@@ -91,28 +91,9 @@ DType stored_dtype(GgmlType type) {
     case GgmlType::f16: return DType::f16;
     case GgmlType::bf16: return DType::bf16;
     case GgmlType::q8_0: return DType::q8_0;
-    case GgmlType::q4_0: break;  // widened on load: dequantize_q4_0
+    case GgmlType::q4_0: return DType::q4_0;
   }
   fail(kPlace, "ggml type {} is not read in place", static_cast<std::uint32_t>(type));
-}
-
-// Q4_0 blocks widened to f32: low nibbles are elements 0..15, high nibbles 16..31, each minus 8.
-Tensor dequantize_q4_0(const std::byte* data, const Shape& shape) {
-  const std::int64_t n = shape_numel(shape);
-  std::vector<float> values(static_cast<std::size_t>(n));
-  for (std::int64_t b = 0; b < n / kBlock; ++b) {
-    float* out = values.data() + b * kBlock;
-    const std::byte* block = data + b * 18;
-    std::uint16_t d16;
-    std::memcpy(&d16, block, 2);
-    const float d = f16_to_float(d16);
-    for (std::int64_t j = 0; j < kBlock / 2; ++j) {
-      const auto q = static_cast<std::uint8_t>(block[2 + j]);
-      out[j] = d * static_cast<float>((q & 0x0F) - 8);
-      out[j + kBlock / 2] = d * static_cast<float>((q >> 4) - 8);
-    }
-  }
-  return Tensor::from_floats(values, shape);
 }
 
 }  // namespace
@@ -202,13 +183,10 @@ GgufFile read_gguf(const std::filesystem::path& path) {
           "tensor '{}' needs bytes [{}, {}) but the data section has {} ({})", info.name, info.offset,
           info.offset + info.bytes, data_size, file);
     ranges.emplace_back(info.offset, info.bytes);
-    const auto type = static_cast<GgmlType>(info.type);
-    const std::size_t at = data_start + info.offset;
-    if (type == GgmlType::q4_0) {
-      g.tensors.emplace_back(info.name, dequantize_q4_0(storage->data() + at, info.shape));
-    } else {  // our q8_0 is GGUF's Q8_0, byte for byte: its blocks are read in place too
-      g.tensors.emplace_back(info.name, Tensor::from_storage(storage, at, info.shape, stored_dtype(type)));
-    }
+    // Every tensor is a view of the mapped file: our q8_0 and q4_0 are GGUF's Q8_0 and Q4_0, byte
+    // for byte, so blocks are read in place too.
+    g.tensors.emplace_back(info.name, Tensor::from_storage(storage, data_start + info.offset, info.shape,
+                                                           stored_dtype(static_cast<GgmlType>(info.type))));
   }
   std::sort(ranges.begin(), ranges.end());
   for (std::size_t i = 1; i < ranges.size(); ++i)
@@ -267,7 +245,8 @@ std::uint32_t ggml_type(DType dtype, const std::string& name) {
     case DType::f16: return static_cast<std::uint32_t>(GgmlType::f16);
     case DType::bf16: return static_cast<std::uint32_t>(GgmlType::bf16);
     case DType::q8_0: return static_cast<std::uint32_t>(GgmlType::q8_0);  // the same blocks, byte for byte
-    default: fail(kPlace, "tensor '{}' is {}; only f32, f16, bf16 and q8_0 are written", name, dtype_name(dtype));
+    case DType::q4_0: return static_cast<std::uint32_t>(GgmlType::q4_0);
+    default: fail(kPlace, "tensor '{}' is {}; only f32, f16, bf16, q8_0 and q4_0 are written", name, dtype_name(dtype));
   }
 }
 }  // namespace

@@ -1,8 +1,8 @@
 #pragma once
 // GGUF (versions 2 and 3, little-endian): magic "GGUF", version, tensor and metadata counts, typed
 // metadata key/values, tensor infos (name, dims innermost first, type, offset), then the aligned
-// data. F32, F16, BF16 and Q8_0 (our q8_0 dtype, the same blocks) tensors are views of the mapped
-// file; Q4_0 is dequantised to f32 on load.
+// data. F32, F16, BF16, Q8_0 and Q4_0 (our q8_0 and q4_0 dtypes, the same blocks) tensors are views
+// of the mapped file.
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -37,7 +37,7 @@ struct GgufFile {
 };
 
 GgufFile read_gguf(const std::filesystem::path& path);
-// Writes F32, F16, BF16 and Q8_0 (a q8_0 tensor's blocks as they are) tensors, atomically.
+// Writes F32, F16, BF16, Q8_0 and Q4_0 (a q8_0 or q4_0 tensor's blocks as they are) tensors, atomically.
 void write_gguf(const std::filesystem::path& path, const GgufFile& file);
 
 }  // namespace loracpp::io

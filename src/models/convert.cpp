@@ -1,6 +1,5 @@
 #include "models/convert.h"
 
-#include "core/q8_0.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
@@ -41,10 +40,14 @@ std::vector<std::pair<std::string, Tensor>> export_weights(const LlamaModel& mod
       const std::int64_t heads = name.find("q_proj") != std::string::npos ? c.num_heads : c.num_kv_heads;
       t = permute_rotary_rows(t, heads, c.rope_layout, layout);
     }
-    // q8_0 (GGUF only): the matrices whose rows are whole blocks, as llama.cpp's quantiser does;
-    // norms and any other tensor stay f32.
-    const bool blocks = dtype != DType::q8_0 || (t.dim() == 2 && t.size(1) % q8_0::kBlock == 0);
-    out.emplace_back(name, ops::contiguous(ops::to_dtype(t, blocks ? dtype : DType::f32)));
+    // Blocks (GGUF only): the matrices whose rows are whole blocks, as llama.cpp's quantiser does;
+    // norms and any other tensor stay f32. Under q4_0 the output layer (a tied table included)
+    // takes q8_0, as LlamaModel::store_weights does.
+    DType out_dtype = dtype;
+    if (dtype == DType::q4_0 && (name == "lm_head.weight" || (c.tie_word_embeddings && name == "model.embed_tokens.weight")))
+      out_dtype = DType::q8_0;
+    if (is_block_dtype(out_dtype) && (t.dim() != 2 || t.size(1) % dtype_block(out_dtype) != 0)) out_dtype = DType::f32;
+    out.emplace_back(name, ops::contiguous(ops::to_dtype(t, out_dtype)));
   }
   return out;
 }
@@ -82,9 +85,9 @@ void save_model(const LlamaModel& model, const tokenizers::Tokenizer* tokenizer,
                 const std::string& format, DType dtype) {
   autograd::NoGradGuard no_grad;
   const auto* spm = dynamic_cast<const tokenizers::Llama2cTokenizer*>(tokenizer);
-  check(is_floating(dtype), "convert", "output dtype must be f32, f16, bf16 or q8_0, got {}", dtype_name(dtype));
-  check(dtype != DType::q8_0 || format == "gguf", "convert",
-        "q8_0 is written to GGUF files only (safetensors has no 8-bit block dtype); use --format gguf");
+  check(is_floating(dtype), "convert", "output dtype must be f32, f16, bf16, q8_0 or q4_0, got {}", dtype_name(dtype));
+  check(!is_block_dtype(dtype) || format == "gguf", "convert",
+        "{} is written to GGUF files only (safetensors has no block dtypes); use --format gguf", dtype_name(dtype));
   if (format == "hf") return save_hf(model, spm, out, dtype);
   if (format == "gguf") return save_gguf(model, spm, out, dtype);
   fail("convert", "unknown format '{}'; expected hf or gguf", format);

@@ -5,7 +5,6 @@
 #include <set>
 
 #include "autograd/checkpoint.h"
-#include "core/q8_0.h"
 #include "core/storage.h"
 #include "ops/tape.h"
 
@@ -182,7 +181,7 @@ LlamaModel::LlamaModel(LlamaConfig config, std::map<std::string, Tensor> weights
         "weights must be floating point, 'model.embed_tokens.weight' is {} ({})", dtype_name(embed->second.dtype()),
         source_);
   // One compute dtype, the embedding's (f32 where that is a block dtype): others are converted once
-  // here, except matrices in blocks (a Q8_0 GGUF file's), which stay as stored for their products.
+  // here, except matrices in blocks (a Q8_0 or Q4_0 GGUF file's), which stay as stored for their products.
   const DType dtype = is_block_dtype(embed->second.dtype()) ? DType::f32 : embed->second.dtype();
   for (const auto& [name, shape] : shapes) {
     expected.insert(name);
@@ -218,8 +217,12 @@ void LlamaModel::store_weights(DType linear_dtype, DType other_dtype) {
   if (config_.tie_word_embeddings) linear.insert("model.embed_tokens.weight");
   for (auto& [name, w] : weights_) {
     DType dtype = linear.count(name) ? linear_dtype : other_dtype;
+    // The output layer keeps 8 bits under q4_0: its errors reach every logit directly (llama.cpp
+    // gives it a finer format than the layers' too).
+    const bool output = name == "lm_head.weight" || (config_.tie_word_embeddings && name == "model.embed_tokens.weight");
+    if (dtype == DType::q4_0 && output) dtype = DType::q8_0;
     // A weight whose rows do not fill whole blocks stays wide, as llama.cpp keeps such tensors.
-    if (dtype == DType::q8_0 && (w.dim() != 2 || w.size(1) % q8_0::kBlock != 0)) dtype = other_dtype;
+    if (is_block_dtype(dtype) && (w.dim() != 2 || w.size(1) % dtype_block(dtype) != 0)) dtype = other_dtype;
     if (w.dtype() != dtype) w = ops::to_dtype(w, dtype);
   }
   Storage::release_cached_blocks();  // the replaced weights' blocks: no step reuses their sizes
@@ -299,7 +302,7 @@ const std::vector<std::string>& LlamaModel::target_modules() {
 
 DType LlamaModel::kv_cache_dtype() const {
   const DType weights = weight(layer_name(0, "self_attn.k_proj.weight")).dtype();
-  return (weights == DType::bf16 || weights == DType::q8_0) && device() == Device::cpu ? DType::bf16 : DType::f32;
+  return (weights == DType::bf16 || is_block_dtype(weights)) && device() == Device::cpu ? DType::bf16 : DType::f32;
 }
 
 KVCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity, DType dtype) const {

@@ -87,12 +87,12 @@ class LlamaModel {
   // list) stay valid, and trainable adapters keep requiring grad.
   void to(Device device);
   // Converts the weights once: the linear layers' to linear_dtype (bf16: the bf16 GEMM path for
-  // frozen weights; q8_0: GGUF's 8-bit blocks, read in place by a generated token's products),
-  // every other (embeddings, norms, biases) to other_dtype. A tied embedding table is the output
-  // layer's weight too, so it takes linear_dtype. Under q8_0 a weight whose rows are not whole
-  // blocks of 32 takes other_dtype.
+  // frozen weights; q8_0 and q4_0: GGUF's 8- and 4-bit blocks, read in place by a generated token's
+  // products), every other (embeddings, norms, biases) to other_dtype. A tied embedding table is
+  // the output layer's weight too, so it takes linear_dtype; under q4_0 the output layer takes
+  // q8_0. A weight whose rows are not whole blocks of 32 takes other_dtype.
   void store_weights(DType linear_dtype, DType other_dtype = DType::f32);
-  // Widens weights held in blocks (a Q8_0 GGUF file's) to f32, for what changes the weights:
+  // Widens weights held in blocks (a Q8_0 or Q4_0 GGUF file's) to f32, for what changes the weights:
   // merging an adapter, full fine-tuning.
   void widen_block_weights();
 
@@ -117,7 +117,7 @@ class LlamaModel {
   Tensor token_loss(const Tensor& inputs, const Tensor& targets, const nn::ForwardContext& context = {},
                     std::int64_t ignore_index = -100) const;
   KVCache make_cache(std::int64_t batch, std::int64_t capacity, DType dtype = DType::f32) const;
-  // The dtype a generation's KV cache takes: bf16 where the linear weights are bf16 or q8_0 on the
+  // The dtype a generation's KV cache takes: bf16 where the linear weights are bf16 or blocks on the
   // CPU (half the bytes a generated token reads per position, as llama.cpp's f16 cache), else f32.
   DType kv_cache_dtype() const;
 

@@ -13,12 +13,12 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   require_same_device("embedding", {weight, ids});
   const std::int64_t vocab = weight.size(0), dim = weight.size(1);
   const Tensor index = checked_ids("embedding", ids, vocab).index;
-  // Rows are gathered in the table's dtype: a bf16 or q8_0 table is never widened as a whole (a
-  // q8_0 row moves as its blocks).
+  // Rows are gathered in the table's dtype: a bf16 or block table is never widened as a whole (a
+  // q8_0 or q4_0 row moves as its blocks).
   const Tensor table = contiguous_raw(weight);
   Shape shape = ids.shape();
   shape.push_back(dim);
-  Tensor out = Tensor::empty(shape, weight.dtype(), weight.device());  // (widened below for q8_0)
+  Tensor out = Tensor::empty(shape, weight.dtype(), weight.device());  // (widened below for blocks)
   const std::int64_t block = dtype_block(weight.dtype());
   check(dim % block == 0, "embedding", "a {} table's rows hold whole blocks of {} values, not {}",
         dtype_name(weight.dtype()), block, dim);

@@ -62,11 +62,11 @@ Tensor matmul_bf16_weight(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// a (any float) @ b (a q8_0 matrix: a frozen weight W [n, k] seen as Wᵀ, or W [k, n] as stored,
-// for a gradient's product) -> f32, through the q8_0 kernel.
-Tensor matmul_q8_0_weight(const Tensor& a, const Tensor& b) {
-  check(b.dim() == 2 && a.dim() >= 2, "matmul", "a q8_0 operand must be the right one of rank 2, got {} @ {}",
-        shape_str(a.shape()), shape_str(b.shape()));
+// a (any float) @ b (a matrix in blocks, q8_0 or q4_0: a frozen weight W [n, k] seen as Wᵀ, or W
+// [k, n] as stored, for a gradient's product) -> f32, through the blocks' kernel.
+Tensor matmul_block_weight(const Tensor& a, const Tensor& b) {
+  check(b.dim() == 2 && a.dim() >= 2, "matmul", "a {} operand must be the right one of rank 2, got {} @ {}",
+        dtype_name(b.dtype()), shape_str(a.shape()), shape_str(b.shape()));
   const std::int64_t k = a.size(-1), n = b.size(1), m_total = a.numel() / std::max<std::int64_t>(k, 1);
   check(b.size(0) == k, "matmul", "inner dimensions differ: a is {}, b is {}", shape_str(a.shape()), shape_str(b.shape()));
   // As stored ([k, n], rows n apart), or the stored [n, k] weight's transpose: block tensors allow
@@ -76,20 +76,20 @@ Tensor matmul_q8_0_weight(const Tensor& a, const Tensor& b) {
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(n);
   Tensor out = empty_f32(out_shape, a.device());
-  LORACPP_KERNEL(a.device(), gemm_q8_0)(trans_b, m_total, n, k, f32(af), std::max<std::int64_t>(k, 1), b.raw_data(),
-                                        0.0f, f32(out), std::max<std::int64_t>(n, 1));
+  LORACPP_KERNEL(a.device(), gemm_blocks)(b.dtype(), trans_b, m_total, n, k, f32(af), std::max<std::int64_t>(k, 1),
+                                          b.raw_data(), 0.0f, f32(out), std::max<std::int64_t>(n, 1));
   return out;
 }
 
 Tensor matmul_raw(const Tensor& a, const Tensor& b) {
   require_floating("matmul", a, "a");
   require_floating("matmul", b, "b");
-  if (b.dtype() == DType::q8_0) {
+  if (is_block_dtype(b.dtype())) {
     require_same_device("matmul", {a, b});
-    return cast_raw(matmul_q8_0_weight(a, b), a.dtype() == DType::q8_0 ? DType::f32 : a.dtype());
+    return cast_raw(matmul_block_weight(a, b), is_block_dtype(a.dtype()) ? DType::f32 : a.dtype());
   }
-  check(a.dtype() != DType::q8_0, "matmul", "a q8_0 operand must be the right one (a frozen weight), got {} @ {}",
-        shape_str(a.shape()), shape_str(b.shape()));
+  check(!is_block_dtype(a.dtype()), "matmul", "a {} operand must be the right one (a frozen weight), got {} @ {}",
+        dtype_name(a.dtype()), shape_str(a.shape()), shape_str(b.shape()));
   if (b.dtype() == DType::bf16 && b.dim() == 2 && a.dtype() != DType::bf16 && a.dim() >= 2) {
     require_same_device("matmul", {a, b});
     return matmul_bf16_weight(a, b);
@@ -318,8 +318,8 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   auto gemm = LORACPP_KERNEL(x.device(), gemm);
   // t = x Aᵀ; y = scale t Bᵀ + x Wᵀ (+ bias). A dense f32 weight's product adds into y, which the
   // adapter's product wrote without reading it: one pass over y saved, and BLAS's zeroing of it. A
-  // bf16 or q8_0 weight stays as it is (its own products, y = x Wᵀ first); other dtypes compute in f32.
-  const Tensor w = weight.dtype() == DType::bf16 || weight.dtype() == DType::q8_0 ? weight : as_f32(weight);
+  // bf16 or block weight stays as it is (its own products, y = x Wᵀ first); other dtypes compute in f32.
+  const Tensor w = weight.dtype() == DType::bf16 || is_block_dtype(weight.dtype()) ? weight : as_f32(weight);
   const bool adds_into_y = w.dtype() == DType::f32 && w.is_contiguous();
   Tensor t = empty_f32({n, r}, x.device());
   Tensor y;

@@ -22,7 +22,7 @@ TEST(DType, UnknownNameListsTheKnownOnes) {
     parse_dtype("f8");
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "[dtype] unknown dtype 'f8'; expected one of f32, bf16, f16, i32, i64, q8_0");
+    EXPECT_STREQ(e.what(), "[dtype] unknown dtype 'f8'; expected one of f32, bf16, f16, i32, i64, q8_0, q4_0");
   }
 }
 

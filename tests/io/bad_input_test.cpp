@@ -270,7 +270,7 @@ TEST(BadGguf, MisalignedOffset) {
   EXPECT_TRUE(throws_with_prefix([&] { read_gguf(path); }, "[gguf] tensor 'w' offset 4 is not a multiple of the alignment 32"));
 }
 
-TEST(Gguf, Q8AndQ4BlocksDequantise) {
+TEST(Gguf, Q8AndQ4BlocksAreReadInPlace) {
   // Q8_0: f16 scale 0.5, then int8 values -16..15 -> value * 0.5.
   std::string q8 = le32(0).substr(0, 0);
   const std::uint16_t half = float_to_f16(0.5f);
@@ -278,7 +278,9 @@ TEST(Gguf, Q8AndQ4BlocksDequantise) {
   for (int i = 0; i < 32; ++i) q8.push_back(static_cast<char>(i - 16));
   testing::TempDir dir;
   testing::write_text(dir / "q8.gguf", gguf_with_tensor("w", {32}, 8, 0, q8));
-  const auto w8 = read_gguf(dir / "q8.gguf").tensors.at(0).second.to_floats();
+  const Tensor t8 = read_gguf(dir / "q8.gguf").tensors.at(0).second;
+  EXPECT_EQ(t8.dtype(), DType::q8_0);
+  const auto w8 = t8.to_floats();
   for (int i = 0; i < 32; ++i) EXPECT_EQ(w8[static_cast<std::size_t>(i)], 0.5f * static_cast<float>(i - 16));
   // Q4_0: f16 scale 2, byte j holds element j (low nibble) and j+16 (high nibble), each minus 8.
   std::string q4;
@@ -286,30 +288,38 @@ TEST(Gguf, Q8AndQ4BlocksDequantise) {
   q4.append(reinterpret_cast<const char*>(&two), 2);
   for (int j = 0; j < 16; ++j) q4.push_back(static_cast<char>((j & 0xF) | ((15 - j) << 4)));
   testing::write_text(dir / "q4.gguf", gguf_with_tensor("w", {32}, 2, 0, q4));
-  const auto w4 = read_gguf(dir / "q4.gguf").tensors.at(0).second.to_floats();
+  const Tensor t4 = read_gguf(dir / "q4.gguf").tensors.at(0).second;
+  EXPECT_EQ(t4.dtype(), DType::q4_0);
+  const auto w4 = t4.to_floats();
   for (int j = 0; j < 16; ++j) {
     EXPECT_EQ(w4[static_cast<std::size_t>(j)], 2.0f * static_cast<float>(j - 8));
     EXPECT_EQ(w4[static_cast<std::size_t>(j + 16)], 2.0f * static_cast<float>(15 - j - 8));
   }
 }
 
-// q8_0 tensors are written as GGUF's Q8_0 blocks, byte for byte, beside an f32 one: reading the
-// file back widens them to the same values, the f32 tensor's offset past the blocks' 2 x 68 bytes.
-TEST(Gguf, Q8_0TensorsAreWrittenAsTheirBlocks) {
+// q8_0 and q4_0 tensors are written as GGUF's Q8_0 and Q4_0 blocks, byte for byte, beside an f32
+// one: reading the file back gives the same blocks, and the f32 tensor's values past them.
+TEST(Gguf, BlockTensorsAreWrittenAsTheirBlocks) {
   std::vector<float> values(128);
   for (std::size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.3f * static_cast<float>(i)) * 2.0f;
-  const Tensor w = Tensor::from_floats(values, {2, 64}, DType::q8_0);
-  GgufFile file;
-  file.metadata.push_back({"general.architecture", {GgufType::string, GgufType::u8, "llama"}});
-  file.tensors = {{"w", w}, {"b", Tensor::from_floats(std::vector<float>{1, 2, 3}, {3})}};
-  testing::TempDir dir;
-  write_gguf(dir / "q8.gguf", file);
-  const auto back = read_gguf(dir / "q8.gguf");
-  ASSERT_EQ(back.tensors.size(), 2u);
-  EXPECT_EQ(back.tensors[0].second.shape(), (Shape{2, 64}));
-  EXPECT_EQ(back.tensors[0].second.to_floats(), w.to_floats());
-  EXPECT_EQ(back.tensors[1].second.to_floats(), (std::vector<float>{1, 2, 3}));
-  EXPECT_EQ(Tensor::from_floats(back.tensors[0].second.to_floats(), {2, 64}, DType::q8_0).to_floats(), w.to_floats());
+  for (const DType dtype : {DType::q8_0, DType::q4_0}) {
+    const Tensor w = Tensor::from_floats(values, {2, 64}, dtype);
+    GgufFile file;
+    file.metadata.push_back({"general.architecture", {GgufType::string, GgufType::u8, "llama"}});
+    file.tensors = {{"w", w}, {"b", Tensor::from_floats(std::vector<float>{1, 2, 3}, {3})}};
+    testing::TempDir dir;
+    write_gguf(dir / "blocks.gguf", file);
+    const auto back = read_gguf(dir / "blocks.gguf");
+    ASSERT_EQ(back.tensors.size(), 2u);
+    const Tensor& w_back = back.tensors[0].second;
+    EXPECT_EQ(w_back.dtype(), dtype);
+    EXPECT_EQ(w_back.shape(), (Shape{2, 64}));
+    const std::size_t bytes = dtype_bytes(dtype, 128);
+    ASSERT_GE(w_back.storage()->nbytes() - w_back.byte_offset(), bytes);
+    EXPECT_EQ(std::memcmp(w_back.raw_data(), w.raw_data(), bytes), 0) << dtype_name(dtype);
+    EXPECT_EQ(back.tensors[1].second.to_floats(), (std::vector<float>{1, 2, 3}));
+    EXPECT_EQ(Tensor::from_floats(w_back.to_floats(), {2, 64}, dtype).to_floats(), w.to_floats());
+  }
 }
 
 TEST(Gguf, Version2ReadsLikeVersion3) {

@@ -6,7 +6,7 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/vec_math.h"
 #include "core/error.h"
-#include "core/q8_0.h"
+#include "core/blocks.h"
 #include "core/tensor.h"
 
 namespace loracpp::backend::cpu {
@@ -49,7 +49,8 @@ void store_all(Load load, void* dst, DType dst_dtype, i64 n) {
       for (i64 i = 0; i < n; ++i) out[i] = static_cast<std::int64_t>(load(i));
       return;
     }
-    case DType::q8_0: return;  // blocks: convert_q8_0
+    case DType::q8_0:
+    case DType::q4_0: return;  // blocks: convert_blocks
   }
 }
 
@@ -88,15 +89,17 @@ void copy_elements(const T* in, const i64* src_strides, T* out, const i64* dst_s
 
 }  // namespace
 
-// q8_0 blocks to or from f32 or bf16, a share of the blocks per thread.
-void convert_q8_0(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
-  check(n % q8_0::kBlock == 0, "convert", "q8_0 converts whole blocks of {} values, got {} values", q8_0::kBlock, n);
-  const bool to_blocks = dst_dtype == DType::q8_0;
-  const DType other = to_blocks ? src_dtype : dst_dtype;
-  check(other == DType::f32 || other == DType::bf16, "convert", "q8_0 converts to and from f32 or bf16, not {}",
-        dtype_name(other));
-  constexpr i64 kPiece = 64 * q8_0::kBlock;  // values per piece of work
-  const auto piece_blocks = [](i64 start) { return static_cast<std::size_t>(start / q8_0::kBlock) * q8_0::kBlockBytes; };
+// Blocks (q8_0, q4_0) to or from f32 or bf16, a share of the blocks per thread.
+void convert_blocks(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
+  const bool to_blocks = is_block_dtype(dst_dtype);
+  const DType blocks_dtype = to_blocks ? dst_dtype : src_dtype, other = to_blocks ? src_dtype : dst_dtype;
+  const i64 block = dtype_block(blocks_dtype);
+  check(n % block == 0, "convert", "{} converts whole blocks of {} values, got {} values", dtype_name(blocks_dtype),
+        block, n);
+  check(other == DType::f32 || other == DType::bf16, "convert", "{} converts to and from f32 or bf16, not {}",
+        dtype_name(blocks_dtype), dtype_name(other));
+  const i64 kPiece = 64 * block;  // values per piece of work
+  const auto piece_blocks = [blocks_dtype](i64 start) { return dtype_bytes(blocks_dtype, start); };
 #pragma omp parallel
   {
     std::vector<float> values(other == DType::f32 ? 0 : kPiece);
@@ -106,16 +109,16 @@ void convert_q8_0(const void* src, DType src_dtype, void* dst, DType dst_dtype, 
       if (to_blocks) {
         auto* blocks = static_cast<std::uint8_t*>(dst) + piece_blocks(start);
         if (other == DType::f32) {
-          q8_0::quantize(static_cast<const float*>(src) + start, blocks, count);
+          quantize_blocks(blocks_dtype, static_cast<const float*>(src) + start, blocks, count);
         } else {
           const auto* in = static_cast<const std::uint16_t*>(src) + start;
           for (i64 i = 0; i < count; ++i) values[static_cast<std::size_t>(i)] = bf16_to_float(in[i]);
-          q8_0::quantize(values.data(), blocks, count);
+          quantize_blocks(blocks_dtype, values.data(), blocks, count);
         }
       } else {
         const auto* blocks = static_cast<const std::uint8_t*>(src) + piece_blocks(start);
         float* to = other == DType::f32 ? static_cast<float*>(dst) + start : values.data();
-        q8_0::dequantize(blocks, to, count);
+        dequantize_blocks(blocks_dtype, blocks, to, count);
         if (other == DType::bf16) to_bf16(to, static_cast<std::uint16_t*>(dst) + start, count);
       }
     }
@@ -123,12 +126,14 @@ void convert_q8_0(const void* src, DType src_dtype, void* dst, DType dst_dtype, 
 }
 
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
-  if (src_dtype == DType::q8_0 || dst_dtype == DType::q8_0) {
+  if (is_block_dtype(src_dtype) || is_block_dtype(dst_dtype)) {
     if (src_dtype == dst_dtype) {
       std::memcpy(dst, src, dtype_bytes(src_dtype, n));
       return;
     }
-    return convert_q8_0(src, src_dtype, dst, dst_dtype, n);
+    check(!is_block_dtype(src_dtype) || !is_block_dtype(dst_dtype), "convert",
+          "{} to {}: blocks convert through f32", dtype_name(src_dtype), dtype_name(dst_dtype));
+    return convert_blocks(src, src_dtype, dst, dst_dtype, n);
   }
   if (src_dtype == dst_dtype) {
     const i64 bytes = n * static_cast<i64>(dtype_size(src_dtype));
@@ -178,7 +183,8 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n
       store_all([in](i64 i) { return static_cast<double>(in[i]); }, dst, dst_dtype, n);
       return;
     }
-    case DType::q8_0: return;  // blocks: convert_q8_0
+    case DType::q8_0:
+    case DType::q4_0: return;  // blocks: convert_blocks
   }
 }
 

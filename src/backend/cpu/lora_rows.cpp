@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
-#include "backend/cpu/gemm_q8_0.h"
+#include "backend/cpu/block_dot.h"
 #include "core/dtype.h"
 
 namespace loracpp::backend::cpu {
@@ -56,16 +56,19 @@ void lora_rows(const float* x, const void* w, DType w_dtype, const float* a, con
     // per element of y would cost more than its 16 terms).
     const i64 threads = omp_get_num_threads(), share = (out + threads - 1) / threads;
     const i64 j0 = std::min(out, omp_get_thread_num() * share), j1 = std::min(out, j0 + share);
-    if (w_dtype == DType::q8_0) {
+    if (is_block_dtype(w_dtype)) {
       const auto* blocks = static_cast<const std::uint8_t*>(w);
-      const std::size_t stride = dtype_bytes(DType::q8_0, in);
-      float sums[8];
-      for (i64 j = j0; j < j1; ++j)
-        for (i64 r0 = 0; r0 < rows; r0 += 8) {  // dot_q8_0_rows takes 8 rows at most
-          const i64 count = std::min<i64>(8, rows - r0);
-          dot_q8_0_rows(x + r0 * in, in, count, blocks + static_cast<std::size_t>(j) * stride, in, sums);
-          for (i64 row = 0; row < count; ++row) y[(r0 + row) * out + j] = sums[row];
-        }
+      const std::size_t stride = dtype_bytes(w_dtype, in);
+      with_block_format(w_dtype, [&](auto format) {
+        float sums[8];
+        for (i64 j = j0; j < j1; ++j)
+          for (i64 r0 = 0; r0 < rows; r0 += 8) {  // dot_block_rows takes 8 rows at most
+            const i64 count = std::min<i64>(8, rows - r0);
+            dot_block_rows<decltype(format)>(x + r0 * in, in, count, blocks + static_cast<std::size_t>(j) * stride,
+                                             in, sums);
+            for (i64 row = 0; row < count; ++row) y[(r0 + row) * out + j] = sums[row];
+          }
+      });
     } else {
       for (i64 j = j0; j < j1; ++j)
         for (i64 row = 0; row < rows; ++row)

@@ -60,7 +60,8 @@ __device__ double load_as_double(const void* p, DType t, i64 i) {
     case DType::f16: return __half2float(static_cast<const __half*>(p)[i]);
     case DType::i32: return static_cast<const std::int32_t*>(p)[i];
     case DType::i64: return static_cast<double>(static_cast<const i64*>(p)[i]);
-    case DType::q8_0: break;  // blocks: refused by convert below
+    case DType::q8_0:
+    case DType::q4_0: break;  // blocks: refused by convert below
   }
   return 0;
 }
@@ -72,7 +73,8 @@ __device__ void store_from_double(void* p, DType t, i64 i, double v) {
     case DType::f16: static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v)); return;
     case DType::i32: static_cast<std::int32_t*>(p)[i] = static_cast<std::int32_t>(v); return;
     case DType::i64: static_cast<i64*>(p)[i] = static_cast<i64>(v); return;
-    case DType::q8_0: return;  // blocks: refused by convert below
+    case DType::q8_0:
+    case DType::q4_0: return;  // blocks: refused by convert below
   }
 }
 
@@ -379,8 +381,9 @@ i64 numel(const i64* shape, int rank) {
 // ---- the table's entries (host functions with the kernels.h signatures) ----
 void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n) {
   if (n == 0) return;
-  check(src_dtype != DType::q8_0 && dst_dtype != DType::q8_0, "convert",
-        "q8_0 has no CUDA implementation: its weights are for the CPU's generation path");
+  check(!is_block_dtype(src_dtype) && !is_block_dtype(dst_dtype), "convert",
+        "{} to {}: block dtypes (q8_0, q4_0) have no CUDA implementation; their weights are for the CPU's "
+        "generation path", dtype_name(src_dtype), dtype_name(dst_dtype));
   if (src_dtype == DType::f32 && dst_dtype == DType::bf16) {
     f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(static_cast<const float*>(src),
                                                                  static_cast<__nv_bfloat16*>(dst), n);

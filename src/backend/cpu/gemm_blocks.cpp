@@ -1,14 +1,15 @@
-// Products against a q8_0 weight. A few rows (a generated token's layers) read the weight's blocks
-// in place, each thread streaming one contiguous share of its rows; more rows (a prompt, or a
-// gradient times W) widen the weight a slice at a time into f32 and multiply the slice through
-// BLAS, so that no f32 copy of the whole weight is ever held.
+// Products against a weight stored in blocks (q8_0, q4_0). A few rows (a generated token's layers)
+// read the weight's blocks in place, each thread streaming one contiguous share of its rows; more
+// rows (a prompt, or a gradient times W) widen the weight a slice at a time into f32 and multiply
+// the slice through BLAS, so that no f32 copy of the whole weight is ever held.
 #include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "backend/cpu/block_dot.h"
 #include "backend/cpu/cpu_kernels.h"
-#include "backend/cpu/gemm_q8_0.h"
+#include "core/blocks.h"
 #include "core/error.h"
 
 namespace loracpp::backend::cpu {
@@ -20,18 +21,17 @@ constexpr i64 kInPlaceRows = 8;
 // f32 values in one widened slice of the weight: 2 MB, within the L2 and L3 of the CPUs we run on.
 constexpr i64 kSliceValues = i64{1} << 19;
 
-std::size_t row_bytes(i64 values) { return static_cast<std::size_t>(values / q8_0::kBlock) * q8_0::kBlockBytes; }
-
-void rows_in_place(i64 m, i64 n, i64 k, const float* a, i64 lda, const std::uint8_t* w, float beta, float* c, i64 ldc) {
-  const std::size_t stride = row_bytes(k);
+template <class Format>
+void rows_in_place(i64 m, i64 n, i64 k, const float* a, i64 lda, const std::uint8_t* w, float beta, float* c,
+                   i64 ldc) {
+  const std::size_t stride = static_cast<std::size_t>(k / Format::kBlock) * Format::kBlockBytes;
 #pragma omp parallel if (n * k > (i64{1} << 16))
   {
     const i64 threads = omp_get_num_threads(), share = (n + threads - 1) / threads;
     const i64 j0 = std::min(n, omp_get_thread_num() * share), j1 = std::min(n, j0 + share);
     float sums[kInPlaceRows];
     for (i64 j = j0; j < j1; ++j) {
-      const std::uint8_t* wj = w + static_cast<std::size_t>(j) * stride;
-      dot_q8_0_rows(a, lda, m, wj, k, sums);
+      dot_block_rows<Format>(a, lda, m, w + static_cast<std::size_t>(j) * stride, k, sums);
       for (i64 i = 0; i < m; ++i) c[i * ldc + j] = sums[i] + (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]);
     }
   }
@@ -39,18 +39,24 @@ void rows_in_place(i64 m, i64 n, i64 k, const float* a, i64 lda, const std::uint
 
 }  // namespace
 
-void gemm_q8_0(bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda, const void* w, float beta, float* c,
-               i64 ldc) {
+void gemm_blocks(DType w_dtype, bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda, const void* w, float beta,
+                 float* c, i64 ldc) {
+  check(is_block_dtype(w_dtype), "gemm_blocks", "the weight must be stored in blocks (q8_0, q4_0), not {}",
+        dtype_name(w_dtype));
   const i64 row_values = trans_b ? k : n;  // values in one stored row of w
-  check(row_values % q8_0::kBlock == 0, "gemm_q8_0", "a q8_0 weight's rows hold whole blocks of {} values, not {}",
-        q8_0::kBlock, row_values);
+  const i64 block = dtype_block(w_dtype);
+  check(row_values % block == 0, "gemm_blocks", "a {} weight's rows hold whole blocks of {} values, not {}",
+        dtype_name(w_dtype), block, row_values);
   if (m == 0 || n == 0) return;
   const auto* blocks = static_cast<const std::uint8_t*>(w);
   if (trans_b && m <= kInPlaceRows) {
     count_gemm(m, n, k);  // the slices below count themselves through gemm
-    return rows_in_place(m, n, k, a, lda, blocks, beta, c, ldc);
+    return with_block_format(w_dtype, [&](auto format) {
+      rows_in_place<decltype(format)>(m, n, k, a, lda, blocks, beta, c, ldc);
+    });
   }
   const i64 stored_rows = trans_b ? n : k;
+  const std::size_t row_bytes = dtype_bytes(w_dtype, row_values);
   const i64 slice_rows = std::max<i64>(16, kSliceValues / std::max<i64>(row_values, 1));
   std::vector<float> slice(static_cast<std::size_t>(std::min(stored_rows, slice_rows) * row_values));
   if (!trans_b && k == 0) gemm(false, false, m, n, 0, 1.0f, a, lda, slice.data(), n, beta, c, ldc);  // c = beta c
@@ -58,8 +64,8 @@ void gemm_q8_0(bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda, const
     const i64 rows = std::min(slice_rows, stored_rows - r0);
 #pragma omp parallel for if (rows * row_values > (i64{1} << 16))
     for (i64 r = 0; r < rows; ++r)
-      q8_0::dequantize(blocks + static_cast<std::size_t>(r0 + r) * row_bytes(row_values),
-                       slice.data() + r * row_values, row_values);
+      dequantize_blocks(w_dtype, blocks + static_cast<std::size_t>(r0 + r) * row_bytes, slice.data() + r * row_values,
+                        row_values);
     if (trans_b)  // c[:, r0 : r0 + rows] = a slice(rows)ᵀ
       gemm(false, true, m, rows, k, 1.0f, a, lda, slice.data(), k, beta, c + r0, ldc);
     else  // c += a[:, r0 : r0 + rows] slice(rows)
