@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backend/cpu/vec_math.h"
 #include "backend/kernels.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -30,13 +31,9 @@ inline float block_scale(const std::uint8_t* block) {
 }
 
 #if defined(__AVX512F__)
-inline float sum_lanes(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  float sum = 0;
-  for (float lane : lanes) sum += lane;
-  return sum;
-}
+// A tree of halving adds (vec_math.h's sum): a loop over the 16 lanes was one dependent chain of
+// scalar adds, a third of a 768-value row's time.
+inline float sum_lanes(__m512 v) { return Floats{v}.sum(); }
 #endif
 
 struct Q8_0Format {
