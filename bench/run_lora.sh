@@ -16,7 +16,7 @@
 # says so, and the peer's f32 run is then the comparison for both of our paths. With PEER_BF16=1 on
 # such a CPU, each of the peer's bf16 runs is made once (in the first round), of one step after its
 # warm-up step: about 40 minutes more for the three presets.
-# SMOKE=1 runs a tiny shape for one step in each dtype (f32, bf16, q8_0), ours only, and checks the output (CI).
+# SMOKE=1 runs a tiny shape for one step in each dtype (f32, bf16, q8_0, q4_0), ours only, and checks the output (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
@@ -44,7 +44,7 @@ ratio() { if [[ "$2" == "not run" ]]; then echo "—"; else python3 -c "print(f'
 share() { python3 -c "print(f'{100*$1/$2:.0f}%')"; }
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-  for dtype in f32 bf16 q8_0; do
+  for dtype in f32 bf16 q8_0 q4_0; do
     out=$($ours --preset tiny --mode lora --rank 4 --targets all --steps 1 --warmup 0 --batch 1 --seq 16 --threads "$threads" --dtype $dtype)
     echo "$out"
     python3 -c "import json,math,sys; r=json.loads(sys.argv[1]); assert r['tokens_per_s']>0 and math.isfinite(r['loss']) and abs(r['loss']-10.37)<0.5 and r['trainable']>0, r" "$out"
@@ -125,8 +125,9 @@ for dtype in f32 bf16; do
 done
 # The unmerged adapter's cost comes from one process per round that generates with the adapter on
 # the side and merged, in alternating blocks (see bench_llama); the cost is the mean over rounds.
-# q8_0 (GGUF's 8-bit blocks) has no peer run: PyTorch has no 8-bit weights on the CPU path.
-for dtype in f32 bf16 q8_0; do
+# q8_0 and q4_0 (GGUF's 8- and 4-bit blocks) have no peer run: PyTorch has no such weights on the
+# CPU path.
+for dtype in f32 bf16 q8_0 q4_0; do
   runs=()
   for ((round = 0; round < rounds; ++round)); do
     runs+=("$(with_policy $round $ours --preset small --mode generate --tokens 256 --prompt 256 --steps 2 --threads "$threads" --dtype $dtype --rank 16 --targets all)")
