@@ -24,6 +24,7 @@
 #include <cblas.h>
 
 #include "autograd/backward.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "backend/kernels.h"
 #include "backend/threads.h"
 #if defined(LORACPP_WITH_CUDA)
@@ -218,6 +219,9 @@ int run(int argc, char** argv) {
   std::int64_t counted = 0;
   std::string extra;
   if (mode == "lora") {
+    // As `lora train` does: over blocks, the step in bf16 where the CPU multiplies it natively.
+    std::optional<ops::Bf16BlockProducts> bf16_block_products;
+    if ((dtype == "q8_0" || dtype == "q4_0") && backend::cpu::bf16_products_native()) bf16_block_products.emplace();
     lora::LoraConfig config;
     config.r = rank;
     config.lora_alpha = alpha;

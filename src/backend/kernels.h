@@ -77,9 +77,10 @@ struct AttentionGeometry {
                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc))                         \
   /* c[m,n] (f32) = a[m,k] (f32, row-major) op(w) + beta c, w a weight of block dtype w_dtype (q8_0,    \
      q4_0) stored row-major in whole blocks: [n,k] when trans_b (x Wᵀ), else [k,n] (a gradient times W);  \
-     c is not read when beta is 0 */                                                                         \
-  X(gemm_blocks, void(DType w_dtype, bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda,            \
-                      const void* w, float beta, float* c, i64 ldc))                                         \
+     c is not read when beta is 0. bf16_products: beyond a few rows, a and w round to bf16 for bf16      \
+     products (f32 accumulation) where the CPU has them natively; else f32 */                               \
+  X(gemm_blocks, void(DType w_dtype, bool bf16_products, bool trans_b, i64 m, i64 n, i64 k, const float* a,  \
+                      i64 lda, const void* w, float beta, float* c, i64 ldc))                                \
   /* a few rows (generated tokens) through a LoRA projection, in one pass over its weights: t = x Aᵀ,  \
      y = x Wᵀ + scale t Bᵀ; x [rows, in], W [out, in] (f32; bf16 multiplied by x rounded to bf16; blocks), \
      A [r, in], B [out, r] f32, t [rows, r] and y [rows, out] written. Optional: ops fall back to the    \

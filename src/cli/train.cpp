@@ -3,6 +3,7 @@
 
 #include <fmt/core.h>
 #include <fstream>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
@@ -107,7 +108,7 @@ void TrainCommand::add_to(CLI::App& parent) {
   app->add_option("--base-dtype", base_dtype,
                   "Frozen linear weights in f32; bf16 (bf16 GEMMs with f32 accumulation; adapters stay f32); or q8_0 "
                   "or q4_0 (GGUF's 8- and 4-bit blocks, a quarter and an eighth of f32's memory, widened slice by "
-                  "slice for f32 products; CPU only)")
+                  "slice for bf16 products where the CPU has them, as QLoRA computes, else f32; CPU only)")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
   app->add_option("--device", device, "Where to train: cpu, or cuda (an NVIDIA GPU; needs a build with nvcc)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
@@ -173,6 +174,10 @@ int TrainCommand::run() {
   if (!full && base_dtype == "bf16" && device == "cpu" && !backend::cpu::bf16_products_native())
     fmt::print(stderr, "note: this CPU has no native bf16 products (AVX512-BF16 or AMX): --base-dtype bf16 halves "
                        "the frozen weights' memory, but they multiply at the f32 rate, widened as they are read\n");
+  // Over blocks a step computes in bf16 where the CPU multiplies it natively, as QLoRA does (ops.h).
+  std::optional<ops::Bf16BlockProducts> bf16_block_products;
+  if (!full && is_block_dtype(parse_dtype(base_dtype)) && device == "cpu" && backend::cpu::bf16_products_native())
+    bf16_block_products.emplace();
 
   const auto prepared = prepare_data(data_args, data, validation_data, validation_fraction, seed, *loaded.tokenizer,
                                      model, seq_len);

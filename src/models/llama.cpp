@@ -339,8 +339,10 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
     k = slice(keys, 2, 0, position + seq);
     v = slice(values, 2, 0, position + seq);
   }
-  // The attention products follow the linear layers' precision: bf16 on the bf16 path.
-  const bool bf16 = weight(layer_name(layer, "self_attn.q_proj.weight")).dtype() == DType::bf16;
+  // The attention products follow the linear layers' precision: bf16 on the bf16 path, and over
+  // blocks under ops::Bf16BlockProducts.
+  const DType linear_dtype = weight(layer_name(layer, "self_attn.q_proj.weight")).dtype();
+  const bool bf16 = linear_dtype == DType::bf16 || (is_block_dtype(linear_dtype) && ops::bf16_block_products());
   const Tensor o =
       scaled_dot_product_attention(q, k, v, {.causal = true, .mask = context.attention_mask, .bf16_products = bf16});
   return project(layer_name(layer, "self_attn.o_proj"), reshape(transpose(o, 1, 2), {batch, seq, config_.num_heads * hd}),

@@ -74,7 +74,11 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   const bool grad_x = recording && x.requires_grad(), grad_w = recording && weight.requires_grad();
   const Tensor xf = as_f32(x);
   const Tensor x2 = xf.as_strided({rows, in}, {in, 1}, xf.byte_offset());
-  const Tensor w = contiguous_raw(weight.dtype() == DType::bf16 ? weight : as_f32(weight));
+  // bf16 stays bf16; blocks widen to bf16 under Bf16BlockProducts, else to f32.
+  const bool bf16 = weight.dtype() == DType::bf16 || (is_block_dtype(weight.dtype()) && bf16_block_products());
+  const Tensor w = contiguous_raw(weight.dtype() == DType::bf16 ? weight
+                                  : bf16                       ? cast_raw(weight, DType::bf16)
+                                                               : as_f32(weight));
   const Tensor wt = w.as_strided({in, vocab}, {1, in}, w.byte_offset());
   const std::int64_t chunk = chunk_rows > 0 ? chunk_rows : default_cross_entropy_chunk(rows, vocab, in);
   const Device device = x.device();

@@ -8,6 +8,8 @@ using namespace detail;
 
 namespace {
 
+thread_local bool g_bf16_block_products = false;
+
 // How a [rows, cols] matrix view reaches BLAS: row-major, or as the transpose of a row-major
 // [cols, rows] matrix; anything else is copied first.
 struct GemmOperand {
@@ -76,8 +78,9 @@ Tensor matmul_block_weight(const Tensor& a, const Tensor& b) {
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(n);
   Tensor out = empty_f32(out_shape, a.device());
-  LORACPP_KERNEL(a.device(), gemm_blocks)(b.dtype(), trans_b, m_total, n, k, f32(af), std::max<std::int64_t>(k, 1),
-                                          b.raw_data(), 0.0f, f32(out), std::max<std::int64_t>(n, 1));
+  LORACPP_KERNEL(a.device(), gemm_blocks)(b.dtype(), g_bf16_block_products, trans_b, m_total, n, k, f32(af),
+                                          std::max<std::int64_t>(k, 1), b.raw_data(), 0.0f, f32(out),
+                                          std::max<std::int64_t>(n, 1));
   return out;
 }
 
@@ -143,6 +146,10 @@ Tensor matmul_raw(const Tensor& a, const Tensor& b) {
 }
 
 }  // namespace
+
+Bf16BlockProducts::Bf16BlockProducts() : previous_(g_bf16_block_products) { g_bf16_block_products = true; }
+Bf16BlockProducts::~Bf16BlockProducts() { g_bf16_block_products = previous_; }
+bool bf16_block_products() { return g_bf16_block_products; }
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   trace_op(OpId::matmul);
@@ -221,8 +228,10 @@ void add_bias(Tensor& y, const Tensor& bias) {  // y [n, out] += bias [out]
 // that the adapter's own operands never evict the activation q, k and v share.
 Tensor transposed_bf16(const Tensor& m) { return cast_raw(contiguous_raw(transposed(m)), DType::bf16); }
 
-// lora_linear over a bf16 base weight (the bf16 training path). x is rounded to bf16 once (and
-// shared with other projections of the same activation), and kept in bf16 for the backward pass.
+// lora_linear over a bf16 base weight (the bf16 training path), or one in blocks under
+// Bf16BlockProducts, widened to bf16 for each pass that reads it (the blocks are what is kept). x
+// is rounded to bf16 once (and shared with other projections of the same activation), and kept in
+// bf16 for the backward pass.
 // Every product runs in bf16 with f32 accumulation: those that read x or the upstream gradient,
 // and the two rank-r expansions added into the frozen products' outputs (t Bᵀ into y, u A into
 // dx), whose factors t and u are rounded for them; A and B themselves stay f32. Every backward
@@ -233,6 +242,8 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   const std::int64_t in = weight.size(1), out = weight.size(0), r = a.size(0);
   const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
   const Device device = x.device();
+  const bool blocks = is_block_dtype(weight.dtype());
+  const auto widened = [blocks](const Tensor& w) { return blocks ? cast_raw(w, DType::bf16) : w; };
   const Tensor x16 = as_bf16(x), w = contiguous_raw(weight);
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
   const Tensor a16 = cast_raw(af, DType::bf16), b16 = cast_raw(bf, DType::bf16);
@@ -240,14 +251,14 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   auto u16 = [](const Tensor& t) { return t.data<std::uint16_t>(); };
   // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
   Tensor y = empty_f32({n, out}, device);
-  gemm16(true, n, out, in, 1.0f, u16(x16), in, u16(w), in, 0.0f, f32(y), out);
+  gemm16(true, n, out, in, 1.0f, u16(x16), in, u16(widened(w)), in, 0.0f, f32(y), out);
   add_bias(y, bias);
   Tensor t = empty_f32({n, r}, device);
   gemm16(true, n, r, in, 1.0f, u16(x16), in, u16(a16), in, 0.0f, f32(t), r);
   gemm16(true, n, out, r, scale, u16(cast_raw(t, DType::bf16)), r, u16(b16), r, 1.0f, f32(y), out);
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
   return taking_bf16_grad(record(OpId::lora_linear, result, {x, weight, bias, a, b},
-                [x16, t, a16, b16, w, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
+                [x16, t, a16, b16, w, widened, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
                   const Device grad_device = grad.device();
                   auto product = LORACPP_KERNEL(grad_device, gemm);
                   auto product16 = LORACPP_KERNEL(grad_device, gemm_bf16);
@@ -262,7 +273,7 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
                   }
                   if (node.needs_grad(0)) {  // dx = g W + scale u A
                     Tensor dx = empty_f32({n, in}, grad_device);
-                    product16(false, n, in, out, 1.0f, u16(g16), out, u16(w), in, 0.0f, f32(dx), in);
+                    product16(false, n, in, out, 1.0f, u16(g16), out, u16(widened(w)), in, 0.0f, f32(dx), in);
                     product16(false, n, in, r, scale, u16(cast_raw(u, DType::bf16)), r, u16(a16), in, 1.0f, f32(dx),
                               in);
                     grads[0] = cast_raw(view_as(dx, node.inputs[0].shape()), node.inputs[0].dtype());
@@ -312,7 +323,8 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
   // A few rows (a generated token) cost less in f32 than rounding the adapter for bf16 products.
   constexpr std::int64_t kBf16AdapterRows = 16;
-  if (weight.dtype() == DType::bf16 && n >= kBf16AdapterRows) return lora_linear_bf16(x, weight, bias, a, b, scale);
+  const bool bf16_path = weight.dtype() == DType::bf16 || (is_block_dtype(weight.dtype()) && g_bf16_block_products);
+  if (bf16_path && n >= kBf16AdapterRows) return lora_linear_bf16(x, weight, bias, a, b, scale);
   const Tensor x2 = view_as(as_f32(x), {n, in});
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
   auto gemm = LORACPP_KERNEL(x.device(), gemm);

@@ -48,6 +48,23 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // a [..., m, k] @ b [..., k, n] -> [..., m, n]; batch dims broadcast. A transposed view of either
 // operand's last two dims goes to BLAS as a transpose flag, without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// Within its scope, on this thread, a model over weights in blocks (q8_0, q4_0) computes as the bf16
+// path does, as QLoRA computes over 4-bit weights: products with more than a few rows widen the
+// blocks to bf16 (a slice or one layer's weight at a time, never held) and round the other operand
+// to bf16 (f32 accumulation); LoRA layers, the output layer's loss and attention take their bf16
+// forms. `lora train` sets it where the CPU multiplies bf16 natively. Outside it such products
+// widen to f32; a generated token's few rows read the blocks in place with f32 activations either way.
+class Bf16BlockProducts {
+ public:
+  Bf16BlockProducts();
+  ~Bf16BlockProducts();
+  Bf16BlockProducts(const Bf16BlockProducts&) = delete;
+  Bf16BlockProducts& operator=(const Bf16BlockProducts&) = delete;
+
+ private:
+  bool previous_;
+};
+bool bf16_block_products();
 // x [..., in], weight [out, in], bias [out] (optional) -> [..., out]
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 // x [..., in] -> x Wᵀ + bias + scale (x Aᵀ) Bᵀ in one op, W [out, in] (f32 or bf16), A [r, in],

@@ -59,6 +59,41 @@ TEST_P(BlockWeight, AdapterGradientsOverABlockBaseMatchTheWidenedBase) {
   }
 }
 
+// Under Bf16BlockProducts a LoRA layer and the output layer's loss over blocks compute what the bf16
+// path computes over the blocks' values rounded to bf16: the same outputs and gradients, bit for
+// bit. Outside it they are the f32 products of the widened values (the tests above).
+TEST_P(BlockWeight, UnderBf16BlockProductsTheyComputeAsTheBf16Path) {
+  Rng rng(7);
+  const Tensor wb = to_dtype(randn({48, 64}, rng), GetParam());
+  const Tensor w16 = to_dtype(to_dtype(wb, DType::f32), DType::bf16);
+  const Tensor a0 = randn({4, 64}, rng, DType::f32, 0.1f), b0 = randn({48, 4}, rng, DType::f32, 0.1f);
+  const Tensor x0 = randn({20, 64}, rng);
+  std::vector<std::int64_t> ids(20);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i * 7 % 48);
+  const Tensor targets = Tensor::from_ints(ids, {20});
+  auto run = [&](const Tensor& w) {
+    auto leaf = [](const Tensor& t) { return Tensor::from_floats(t.to_floats(), t.shape()).set_requires_grad(); };
+    Tensor x = leaf(x0), a = leaf(a0), b = leaf(b0), h = leaf(x0);
+    const Tensor y = lora_linear(x, w, Tensor(), a, b, 2.0f);
+    const Tensor loss = linear_cross_entropy(h, w, targets);
+    autograd::backward(add(sum(mul(y, y)), loss));
+    return std::vector<Tensor>{y, loss, x.grad(), a.grad(), b.grad(), h.grad()};
+  };
+  std::vector<Tensor> got;
+  {
+    Bf16BlockProducts bf16;
+    EXPECT_TRUE(bf16_block_products());
+    got = run(wb);
+  }
+  EXPECT_FALSE(bf16_block_products());
+  const auto want = run(w16), f32 = run(wb);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(got[i].to_floats(), want[i].to_floats());
+  }
+  EXPECT_NE(got[0].to_floats(), f32[0].to_floats());  // the f32 products of the same blocks differ
+}
+
 INSTANTIATE_TEST_SUITE_P(BlockDTypes, BlockWeight, ::testing::Values(DType::q8_0, DType::q4_0),
                          [](const auto& param_info) { return std::string(dtype_name(param_info.param)); });
 
