@@ -1,9 +1,13 @@
 // `lora eval`: loss and perplexity of a model (with adapters) on text; the last stdout line is JSON.
 #include <fmt/core.h>
 
+#include <optional>
+
+#include "backend/cpu/gemm_bf16.h"
 #include "cli/adapters_arg.h"
 #include "cli/commands.h"
 #include "models/registry.h"
+#include "ops/ops.h"
 #include "train/trainer.h"
 
 namespace loracpp::cli {
@@ -23,7 +27,8 @@ void EvalCommand::add_to(CLI::App& parent) {
   app->add_option("--seed", seed, "Seed of the held-out split");
   app->add_option("--base-dtype", base_dtype,
                   "Linear weights in f32, bf16 (bf16 products with f32 accumulation), or q8_0 or q4_0 (GGUF's 8- "
-                  "and 4-bit blocks). Default: as the file stores them")
+                  "and 4-bit blocks, multiplied in bf16 where the CPU has it, as lora train does). Default: as "
+                  "the file stores them")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
   data_args.add_to(*app);
 }
@@ -33,6 +38,11 @@ int EvalCommand::run() {
   check(loaded.tokenizer != nullptr, "eval", "no tokenizer found next to {}; give one with --tokenizer", model);
   load_adapter_args(*loaded.model, adapters);
   if (!base_dtype.empty()) loaded.model->store_weights(parse_dtype(base_dtype));
+  // Over blocks, as `lora train` computes its validation loss: in bf16 where the CPU multiplies it
+  // natively (ops.h).
+  std::optional<ops::Bf16BlockProducts> bf16_block_products;
+  if (is_block_dtype(loaded.model->linear_weight_dtype()) && backend::cpu::bf16_products_native())
+    bf16_block_products.emplace();
   auto prepared = prepare_data(data_args, data, "", validation_fraction, seed, *loaded.tokenizer, model, seq_len,
                                /*validation_only=*/validation_fraction > 0);
   check(validation_fraction == 0 || prepared.validation.has_value(), "eval",

@@ -300,8 +300,10 @@ const std::vector<std::string>& LlamaModel::target_modules() {
   return names;
 }
 
+DType LlamaModel::linear_weight_dtype() const { return weight(layer_name(0, "self_attn.k_proj.weight")).dtype(); }
+
 DType LlamaModel::kv_cache_dtype() const {
-  const DType weights = weight(layer_name(0, "self_attn.k_proj.weight")).dtype();
+  const DType weights = linear_weight_dtype();
   return (weights == DType::bf16 || is_block_dtype(weights)) && device() == Device::cpu ? DType::bf16 : DType::f32;
 }
 

@@ -117,6 +117,8 @@ class LlamaModel {
   Tensor token_loss(const Tensor& inputs, const Tensor& targets, const nn::ForwardContext& context = {},
                     std::int64_t ignore_index = -100) const;
   KVCache make_cache(std::int64_t batch, std::int64_t capacity, DType dtype = DType::f32) const;
+  // The dtype the linear layers' weights are stored in (layer 0's k projection stands for them all).
+  DType linear_weight_dtype() const;
   // The dtype a generation's KV cache takes: bf16 where the linear weights are bf16 or blocks on the
   // CPU (half the bytes a generated token reads per position, as llama.cpp's f16 cache), else f32.
   DType kv_cache_dtype() const;
