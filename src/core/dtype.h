@@ -58,4 +58,15 @@ inline float bf16_to_float(std::uint16_t value) {
 std::uint16_t float_to_f16(float value);
 float f16_to_float(std::uint16_t value);
 
+// An f16 value in the two bytes at `at` (any alignment, as in a block's scale), and the reverse.
+inline float load_f16(const void* at) {
+  std::uint16_t bits;
+  std::memcpy(&bits, at, 2);
+  return f16_to_float(bits);
+}
+inline void store_f16(void* at, float value) {
+  const std::uint16_t bits = float_to_f16(value);
+  std::memcpy(at, &bits, 2);
+}
+
 }  // namespace loracpp

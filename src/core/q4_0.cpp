@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "core/dtype.h"
 
@@ -22,8 +21,7 @@ void quantize(const float* x, void* blocks, std::int64_t n) {
     for (std::int64_t i = 0; i < kBlock; ++i)
       if (std::fabs(x[i]) > std::fabs(largest)) largest = x[i];
     const float d = largest / -8.0f, inverse = d != 0.0f ? 1.0f / d : 0.0f;
-    const std::uint16_t d16 = float_to_f16(d);
-    std::memcpy(out, &d16, 2);
+    store_f16(out, d);
     for (std::int64_t j = 0; j < kBlock / 2; ++j)
       out[2 + j] = static_cast<std::uint8_t>(code(x[j] * inverse) | (code(x[j + kBlock / 2] * inverse) << 4));
   }
@@ -32,9 +30,7 @@ void quantize(const float* x, void* blocks, std::int64_t n) {
 void dequantize(const void* blocks, float* x, std::int64_t n) {
   const auto* in = static_cast<const std::uint8_t*>(blocks);
   for (std::int64_t b = 0; b < n / kBlock; ++b, x += kBlock, in += kBlockBytes) {
-    std::uint16_t d16;
-    std::memcpy(&d16, in, 2);
-    const float d = f16_to_float(d16);
+    const float d = load_f16(in);
     for (std::int64_t j = 0; j < kBlock / 2; ++j) {
       x[j] = static_cast<float>((in[2 + j] & 0x0F) - 8) * d;
       x[j + kBlock / 2] = static_cast<float>((in[2 + j] >> 4) - 8) * d;

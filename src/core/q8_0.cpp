@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "core/dtype.h"
 
@@ -14,8 +13,7 @@ void quantize(const float* x, void* blocks, std::int64_t n) {
     float amax = 0;
     for (std::int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
     const float d = amax / 127.0f, inverse = d != 0.0f ? 1.0f / d : 0.0f;
-    const std::uint16_t d16 = float_to_f16(d);
-    std::memcpy(out, &d16, 2);
+    store_f16(out, d);
     for (std::int64_t i = 0; i < kBlock; ++i)
       out[2 + i] = static_cast<std::uint8_t>(static_cast<std::int8_t>(std::lround(x[i] * inverse)));
   }
@@ -24,9 +22,7 @@ void quantize(const float* x, void* blocks, std::int64_t n) {
 void dequantize(const void* blocks, float* x, std::int64_t n) {
   const auto* in = static_cast<const std::uint8_t*>(blocks);
   for (std::int64_t b = 0; b < n / kBlock; ++b, x += kBlock, in += kBlockBytes) {
-    std::uint16_t d16;
-    std::memcpy(&d16, in, 2);
-    const float d = f16_to_float(d16);
+    const float d = load_f16(in);
     for (std::int64_t i = 0; i < kBlock; ++i) x[i] = static_cast<float>(static_cast<std::int8_t>(in[2 + i])) * d;
   }
 }

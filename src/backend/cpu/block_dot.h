@@ -21,12 +21,12 @@
 namespace loracpp::backend::cpu {
 
 inline float block_scale(const std::uint8_t* block) {
+#if defined(__F16C__)
   std::uint16_t d;
   std::memcpy(&d, block, 2);
-#if defined(__F16C__)
   return _cvtsh_ss(d);
 #else
-  return f16_to_float(d);
+  return load_f16(block);
 #endif
 }
 
