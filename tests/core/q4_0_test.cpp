@@ -14,6 +14,7 @@
 #include "core/q4_0.h"
 #include "core/random.h"
 #include "core/tensor.h"
+#include "ops/ops.h"
 
 namespace loracpp {
 namespace {
@@ -144,6 +145,19 @@ TEST(Q4_0, DTypeSizesAndTheBlockCalls) {
   const Tensor w = Tensor::from_floats(x, {1, 32}, DType::q4_0);
   EXPECT_EQ(w.storage()->nbytes(), 18u);
   EXPECT_EQ(w.to_floats(), a);
+}
+
+// One block format converts to the other through f32 (a Q4_0 file's output layer taking q8_0 under
+// store_weights, say): the q8_0 blocks of the q4_0 blocks' widened values.
+TEST(Q4_0, ConvertsToQ8_0ThroughF32) {
+  Rng rng(9);
+  std::vector<float> x(64 * 3);
+  for (auto& v : x) v = rng.normal();
+  const Tensor q4 = Tensor::from_floats(x, {3, 64}, DType::q4_0);
+  const Tensor q8 = ops::to_dtype(q4, DType::q8_0);
+  EXPECT_EQ(q8.dtype(), DType::q8_0);
+  EXPECT_EQ(q8.to_floats(), Tensor::from_floats(q4.to_floats(), {3, 64}, DType::q8_0).to_floats());
+  EXPECT_EQ(ops::to_dtype(q8, DType::q4_0).dtype(), DType::q4_0);
 }
 
 }  // namespace

@@ -131,8 +131,11 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, i64 n
       std::memcpy(dst, src, dtype_bytes(src_dtype, n));
       return;
     }
-    check(!is_block_dtype(src_dtype) || !is_block_dtype(dst_dtype), "convert",
-          "{} to {}: blocks convert through f32", dtype_name(src_dtype), dtype_name(dst_dtype));
+    if (is_block_dtype(src_dtype) && is_block_dtype(dst_dtype)) {  // one format to another, through f32
+      std::vector<float> wide(static_cast<std::size_t>(n));
+      convert_blocks(src, src_dtype, wide.data(), DType::f32, n);
+      return convert_blocks(wide.data(), DType::f32, dst, dst_dtype, n);
+    }
     return convert_blocks(src, src_dtype, dst, dst_dtype, n);
   }
   if (src_dtype == dst_dtype) {
