@@ -59,6 +59,18 @@ TEST_P(BlockWeight, AdapterGradientsOverABlockBaseMatchTheWidenedBase) {
   }
 }
 
+// An embedding table in blocks (a GGUF file's token table) gathers rows of blocks and widens them:
+// the rows of the widened table, in f32.
+TEST_P(BlockWeight, EmbeddingGathersWidenedRows) {
+  Rng rng(8);
+  const Tensor table = to_dtype(randn({10, 64}, rng), GetParam()), wide = to_dtype(table, DType::f32);
+  const Tensor ids = Tensor::from_ints(std::vector<std::int64_t>{3, 0, 9, 3, 7, 1}, {2, 3});
+  const Tensor got = embedding(table, ids);
+  EXPECT_EQ(got.dtype(), DType::f32);
+  EXPECT_EQ(got.shape(), (Shape{2, 3, 64}));
+  EXPECT_EQ(got.to_floats(), embedding(wide, ids).to_floats());
+}
+
 // Under Bf16BlockProducts a LoRA layer and the output layer's loss over blocks compute what the bf16
 // path computes over the blocks' values rounded to bf16: the same outputs and gradients, bit for
 // bit. Outside it they are the f32 products of the widened values (the tests above).
