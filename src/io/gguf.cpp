@@ -67,6 +67,18 @@ GgufType value_type(std::uint32_t raw, const std::string& key, const std::string
   return static_cast<GgufType>(raw);
 }
 
+// The dtype of a tensor read in place (type_bytes has refused the types we do not read).
+DType stored_dtype(GgmlType type) {
+  switch (type) {
+    case GgmlType::f32: return DType::f32;
+    case GgmlType::f16: return DType::f16;
+    case GgmlType::bf16: return DType::bf16;
+    case GgmlType::q8_0: return DType::q8_0;
+    case GgmlType::q4_0: return DType::q4_0;
+  }
+  fail(kPlace, "ggml type {} is not read in place", static_cast<std::uint32_t>(type));
+}
+
 // Bytes of `elements` values of a ggml type; throws for types we do not read.
 std::size_t type_bytes(std::uint32_t type, std::int64_t inner, std::int64_t elements, const std::string& name,
                        const std::string& file) {
@@ -78,22 +90,10 @@ std::size_t type_bytes(std::uint32_t type, std::int64_t inner, std::int64_t elem
     case GgmlType::q4_0:
       check(inner % kBlock == 0, kPlace, "tensor '{}' has {} columns, not a multiple of the block size 32 ({})", name,
             inner, file);
-      return static_cast<std::size_t>(elements / kBlock) * (static_cast<GgmlType>(type) == GgmlType::q8_0 ? 34 : 18);
+      return dtype_bytes(stored_dtype(static_cast<GgmlType>(type)), elements);  // our blocks are GGUF's
   }
   fail(kPlace, "tensor '{}' has ggml type {}; supported: F32 (0), F16 (1), Q4_0 (2), Q8_0 (8), BF16 (30) ({})", name,
        type, file);
-}
-
-// The dtype of a tensor read in place (type_bytes has refused the types we do not read).
-DType stored_dtype(GgmlType type) {
-  switch (type) {
-    case GgmlType::f32: return DType::f32;
-    case GgmlType::f16: return DType::f16;
-    case GgmlType::bf16: return DType::bf16;
-    case GgmlType::q8_0: return DType::q8_0;
-    case GgmlType::q4_0: return DType::q4_0;
-  }
-  fail(kPlace, "ggml type {} is not read in place", static_cast<std::uint32_t>(type));
 }
 
 }  // namespace
