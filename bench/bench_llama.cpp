@@ -284,6 +284,10 @@ int run(int argc, char** argv) {
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     counted = static_cast<std::int64_t>(steps) * p.batch * p.seq;
   } else {
+    // As `lora generate` does: over blocks, a prompt's pass in bf16 where the CPU multiplies it
+    // natively (each generated token reads the blocks in place in f32 either way).
+    std::optional<ops::Bf16BlockProducts> bf16_block_products;
+    if ((dtype == "q8_0" || dtype == "q4_0") && backend::cpu::bf16_products_native()) bf16_block_products.emplace();
     tokens = std::min(tokens, model->config().max_position_embeddings - 1);
     // Generation of `count` tokens into `cache` (greedy unless --temperature); returns the seconds taken.
     models::Sampler sampler(sampling);

@@ -52,8 +52,9 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // path does, as QLoRA computes over 4-bit weights: products with more than a few rows widen the
 // blocks to bf16 (a slice or one layer's weight at a time, never held) and round the other operand
 // to bf16 (f32 accumulation); LoRA layers, the output layer's loss and attention take their bf16
-// forms. `lora train` sets it where the CPU multiplies bf16 natively. Outside it such products
-// widen to f32; a generated token's few rows read the blocks in place with f32 activations either way.
+// forms. `lora train`, `eval` and `generate` (for a prompt's pass) set it where the CPU multiplies
+// bf16 natively. Outside it such products widen to f32; a generated token's few rows read the
+// blocks in place with f32 activations either way.
 class Bf16BlockProducts {
  public:
   Bf16BlockProducts();
