@@ -209,6 +209,10 @@ int run(int argc, char** argv) {
     model = random_model(p, tied, 1);
   }
   if (dtype != "f32") model->store_weights(parse_dtype(dtype));
+  // As the CLI does: over blocks, training steps and a prompt's pass in bf16 where the CPU multiplies
+  // it natively (a generated token reads the blocks in place in f32 either way).
+  const ops::Bf16BlockProducts bf16_block_products(is_block_dtype(parse_dtype(dtype)) &&
+                                                   backend::cpu::bf16_products_native());
   if (batch > 0) p.batch = batch;
   if (seq > 0) p.seq = seq;
   Rng rng(2);
@@ -219,9 +223,6 @@ int run(int argc, char** argv) {
   std::int64_t counted = 0;
   std::string extra;
   if (mode == "lora") {
-    // As `lora train` does: over blocks, the step in bf16 where the CPU multiplies it natively.
-    std::optional<ops::Bf16BlockProducts> bf16_block_products;
-    if ((dtype == "q8_0" || dtype == "q4_0") && backend::cpu::bf16_products_native()) bf16_block_products.emplace();
     lora::LoraConfig config;
     config.r = rank;
     config.lora_alpha = alpha;
@@ -284,10 +285,6 @@ int run(int argc, char** argv) {
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     counted = static_cast<std::int64_t>(steps) * p.batch * p.seq;
   } else {
-    // As `lora generate` does: over blocks, a prompt's pass in bf16 where the CPU multiplies it
-    // natively (each generated token reads the blocks in place in f32 either way).
-    std::optional<ops::Bf16BlockProducts> bf16_block_products;
-    if ((dtype == "q8_0" || dtype == "q4_0") && backend::cpu::bf16_products_native()) bf16_block_products.emplace();
     tokens = std::min(tokens, model->config().max_position_embeddings - 1);
     // Generation of `count` tokens into `cache` (greedy unless --temperature); returns the seconds taken.
     models::Sampler sampler(sampling);

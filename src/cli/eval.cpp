@@ -1,7 +1,6 @@
 // `lora eval`: loss and perplexity of a model (with adapters) on text; the last stdout line is JSON.
 #include <fmt/core.h>
 
-#include <optional>
 
 #include "backend/cpu/gemm_bf16.h"
 #include "cli/adapters_arg.h"
@@ -40,9 +39,8 @@ int EvalCommand::run() {
   if (!base_dtype.empty()) loaded.model->store_weights(parse_dtype(base_dtype));
   // Over blocks, as `lora train` computes its validation loss: in bf16 where the CPU multiplies it
   // natively (ops.h).
-  std::optional<ops::Bf16BlockProducts> bf16_block_products;
-  if (is_block_dtype(loaded.model->linear_weight_dtype()) && backend::cpu::bf16_products_native())
-    bf16_block_products.emplace();
+  const ops::Bf16BlockProducts bf16_block_products(is_block_dtype(loaded.model->linear_weight_dtype()) &&
+                                                   backend::cpu::bf16_products_native());
   auto prepared = prepare_data(data_args, data, "", validation_fraction, seed, *loaded.tokenizer, model, seq_len,
                                /*validation_only=*/validation_fraction > 0);
   check(validation_fraction == 0 || prepared.validation.has_value(), "eval",

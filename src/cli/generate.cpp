@@ -1,7 +1,6 @@
 // `lora generate`: text from a model; only the generated text goes to stdout, logs to stderr.
 #include <cstdio>
 #include <fmt/core.h>
-#include <optional>
 
 #include "backend/cpu/gemm_bf16.h"
 #include "cli/adapters_arg.h"
@@ -40,9 +39,8 @@ int GenerateCommand::run() {
   if (!base_dtype.empty()) loaded.model->store_weights(parse_dtype(base_dtype));
   // Over blocks the prompt's pass multiplies in bf16 where the CPU has it natively, as training
   // does (ops.h); each generated token still reads the blocks in place with f32 activations.
-  std::optional<ops::Bf16BlockProducts> bf16_block_products;
-  if (is_block_dtype(loaded.model->linear_weight_dtype()) && backend::cpu::bf16_products_native())
-    bf16_block_products.emplace();
+  const ops::Bf16BlockProducts bf16_block_products(is_block_dtype(loaded.model->linear_weight_dtype()) &&
+                                                   backend::cpu::bf16_products_native());
   const models::GenerateOptions options{steps, {temperature, top_k, top_p, seed}};
   const auto result = models::generate(*loaded.model, *loaded.tokenizer, prompt, options, [](const std::string& text) {
     std::fwrite(text.data(), 1, text.size(), stdout);

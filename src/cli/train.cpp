@@ -3,7 +3,6 @@
 
 #include <fmt/core.h>
 #include <fstream>
-#include <optional>
 
 #include "cli/commands.h"
 #include "cli/config_file.h"
@@ -175,9 +174,8 @@ int TrainCommand::run() {
     fmt::print(stderr, "note: this CPU has no native bf16 products (AVX512-BF16 or AMX): --base-dtype bf16 halves "
                        "the frozen weights' memory, but they multiply at the f32 rate, widened as they are read\n");
   // Over blocks a step computes in bf16 where the CPU multiplies it natively, as QLoRA does (ops.h).
-  std::optional<ops::Bf16BlockProducts> bf16_block_products;
-  if (!full && is_block_dtype(parse_dtype(base_dtype)) && device == "cpu" && backend::cpu::bf16_products_native())
-    bf16_block_products.emplace();
+  const ops::Bf16BlockProducts bf16_block_products(!full && is_block_dtype(parse_dtype(base_dtype)) && device == "cpu" &&
+                                                   backend::cpu::bf16_products_native());
 
   const auto prepared = prepare_data(data_args, data, validation_data, validation_fraction, seed, *loaded.tokenizer,
                                      model, seq_len);

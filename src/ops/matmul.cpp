@@ -147,7 +147,7 @@ Tensor matmul_raw(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-Bf16BlockProducts::Bf16BlockProducts() : previous_(g_bf16_block_products) { g_bf16_block_products = true; }
+Bf16BlockProducts::Bf16BlockProducts(bool on) : previous_(g_bf16_block_products) { g_bf16_block_products |= on; }
 Bf16BlockProducts::~Bf16BlockProducts() { g_bf16_block_products = previous_; }
 bool bf16_block_products() { return g_bf16_block_products; }
 

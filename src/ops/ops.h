@@ -55,9 +55,10 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // forms. `lora train`, `eval` and `generate` (for a prompt's pass) set it where the CPU multiplies
 // bf16 natively. Outside it such products widen to f32; a generated token's few rows read the
 // blocks in place with f32 activations either way.
+// (Constructed with on = false it leaves the setting as it was, for callers that decide at run time.)
 class Bf16BlockProducts {
  public:
-  Bf16BlockProducts();
+  explicit Bf16BlockProducts(bool on = true);
   ~Bf16BlockProducts();
   Bf16BlockProducts(const Bf16BlockProducts&) = delete;
   Bf16BlockProducts& operator=(const Bf16BlockProducts&) = delete;

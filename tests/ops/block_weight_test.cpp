@@ -95,9 +95,18 @@ TEST_P(BlockWeight, UnderBf16BlockProductsTheyComputeAsTheBf16Path) {
   {
     Bf16BlockProducts bf16;
     EXPECT_TRUE(bf16_block_products());
+    {
+      const Bf16BlockProducts unchanged(false);  // off leaves the setting as it was
+      EXPECT_TRUE(bf16_block_products());
+    }
+    EXPECT_TRUE(bf16_block_products());
     got = run(wb);
   }
   EXPECT_FALSE(bf16_block_products());
+  {
+    const Bf16BlockProducts unchanged(false);
+    EXPECT_FALSE(bf16_block_products());
+  }
   const auto want = run(w16), f32 = run(wb);
   for (std::size_t i = 0; i < got.size(); ++i) {
     SCOPED_TRACE(i);
