@@ -210,9 +210,11 @@ int run(int argc, char** argv) {
   }
   if (dtype != "f32") model->store_weights(parse_dtype(dtype));
   // As the CLI does: over blocks, training steps and a prompt's pass in bf16 where the CPU multiplies
-  // it natively (a generated token reads the blocks in place in f32 either way).
-  const ops::Bf16BlockProducts bf16_block_products(is_block_dtype(parse_dtype(dtype)) &&
-                                                   backend::cpu::bf16_products_native());
+  // it natively, and a generated token's activations quantised to 8 bits where it has 8-bit dot
+  // products.
+  const bool blocks = is_block_dtype(parse_dtype(dtype));
+  const ops::Bf16BlockProducts bf16_block_products(blocks && backend::cpu::bf16_products_native());
+  const ops::Q8BlockRows q8_block_rows(blocks);
   if (batch > 0) p.batch = batch;
   if (seq > 0) p.seq = seq;
   Rng rng(2);

@@ -32,6 +32,13 @@ enum class UnaryOp : std::uint8_t { silu, gelu_tanh, gelu_erf };
 // half: HuggingFace layout, pairs (i, i + d/2); interleaved: llama2.c/GGUF layout, pairs (2i, 2i+1).
 enum class RopeLayout : std::uint8_t { half, interleaved };
 
+// How a product against a weight in blocks (gemm_blocks, lora_rows) may round its other operand;
+// each applies only where the CPU has those products natively, else the product is f32.
+struct BlockProducts {
+  bool bf16 = false;     // more than a few rows: a and the widened weight rounded to bf16 (f32 sums)
+  bool q8_rows = false;  // a few rows: each run of 32 of a's values quantised to 8 bits, integer sums
+};
+
 struct Conv2dGeometry {  // one image: x [channels, height, width] -> cols [channels*kh*kw, out_h*out_w]
   i64 channels, height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w;
 };
@@ -77,16 +84,15 @@ struct AttentionGeometry {
                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc))                         \
   /* c[m,n] (f32) = a[m,k] (f32, row-major) op(w) + beta c, w a weight of block dtype w_dtype (q8_0,    \
      q4_0) stored row-major in whole blocks: [n,k] when trans_b (x Wᵀ), else [k,n] (a gradient times W);  \
-     c is not read when beta is 0. bf16_products: beyond a few rows, a and w round to bf16 for bf16      \
-     products (f32 accumulation) where the CPU has them natively; else f32 */                               \
-  X(gemm_blocks, void(DType w_dtype, bool bf16_products, bool trans_b, i64 m, i64 n, i64 k, const float* a,  \
-                      i64 lda, const void* w, float beta, float* c, i64 ldc))                                \
+     c is not read when beta is 0; `products` says how a may be rounded */                               \
+  X(gemm_blocks, void(DType w_dtype, BlockProducts products, bool trans_b, i64 m, i64 n, i64 k,             \
+                      const float* a, i64 lda, const void* w, float beta, float* c, i64 ldc))                \
   /* a few rows (generated tokens) through a LoRA projection, in one pass over its weights: t = x Aᵀ,  \
      y = x Wᵀ + scale t Bᵀ; x [rows, in], W [out, in] (f32; bf16 multiplied by x rounded to bf16; blocks), \
-     A [r, in], B [out, r] f32, t [rows, r] and y [rows, out] written. Optional: ops fall back to the    \
-     separate products where a backend leaves it out */                                                    \
-  X(lora_rows, void(const float* x, const void* w, DType w_dtype, const float* a, const float* b, i64 rows,  \
-                    i64 in, i64 out, i64 r, float scale, float* t, float* y))                                \
+     A [r, in], B [out, r] f32, t [rows, r] and y [rows, out] written; blocks take `products`' q8_rows. \
+     Optional: ops fall back to the separate products where a backend leaves it out */                     \
+  X(lora_rows, void(const float* x, const void* w, DType w_dtype, BlockProducts products, const float* a,    \
+                    const float* b, i64 rows, i64 in, i64 out, i64 r, float scale, float* t, float* y))      \
   /* out[shape] = a op b, a and b read through strides (0 on broadcast dims) */                              \
   X(binary, void(BinaryOp op, const float* a, const i64* a_strides, const float* b, const i64* b_strides,    \
                  float* out, const i64* shape, int rank))                                                    \

@@ -38,9 +38,11 @@ int GenerateCommand::run() {
   load_adapter_args(*loaded.model, adapters);
   if (!base_dtype.empty()) loaded.model->store_weights(parse_dtype(base_dtype));
   // Over blocks the prompt's pass multiplies in bf16 where the CPU has it natively, as training
-  // does (ops.h); each generated token still reads the blocks in place with f32 activations.
-  const ops::Bf16BlockProducts bf16_block_products(is_block_dtype(loaded.model->linear_weight_dtype()) &&
-                                                   backend::cpu::bf16_products_native());
+  // does, and each generated token's activations are quantised to 8 bits for integer products
+  // against the blocks where the CPU has those, as llama.cpp does (ops.h).
+  const bool blocks = is_block_dtype(loaded.model->linear_weight_dtype());
+  const ops::Bf16BlockProducts bf16_block_products(blocks && backend::cpu::bf16_products_native());
+  const ops::Q8BlockRows q8_block_rows(blocks);
   const models::GenerateOptions options{steps, {temperature, top_k, top_p, seed}};
   const auto result = models::generate(*loaded.model, *loaded.tokenizer, prompt, options, [](const std::string& text) {
     std::fwrite(text.data(), 1, text.size(), stdout);

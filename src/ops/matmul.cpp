@@ -8,8 +8,6 @@ using namespace detail;
 
 namespace {
 
-thread_local bool g_bf16_block_products = false;
-
 // How a [rows, cols] matrix view reaches BLAS: row-major, or as the transpose of a row-major
 // [cols, rows] matrix; anything else is copied first.
 struct GemmOperand {
@@ -78,7 +76,7 @@ Tensor matmul_block_weight(const Tensor& a, const Tensor& b) {
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(n);
   Tensor out = empty_f32(out_shape, a.device());
-  LORACPP_KERNEL(a.device(), gemm_blocks)(b.dtype(), g_bf16_block_products, trans_b, m_total, n, k, f32(af),
+  LORACPP_KERNEL(a.device(), gemm_blocks)(b.dtype(), block_products(), trans_b, m_total, n, k, f32(af),
                                           std::max<std::int64_t>(k, 1), b.raw_data(), 0.0f, f32(out),
                                           std::max<std::int64_t>(n, 1));
   return out;
@@ -146,10 +144,6 @@ Tensor matmul_raw(const Tensor& a, const Tensor& b) {
 }
 
 }  // namespace
-
-Bf16BlockProducts::Bf16BlockProducts(bool on) : previous_(g_bf16_block_products) { g_bf16_block_products |= on; }
-Bf16BlockProducts::~Bf16BlockProducts() { g_bf16_block_products = previous_; }
-bool bf16_block_products() { return g_bf16_block_products; }
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   trace_op(OpId::matmul);
@@ -323,7 +317,7 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   const std::int64_t n = x.numel() / std::max<std::int64_t>(in, 1);
   // A few rows (a generated token) cost less in f32 than rounding the adapter for bf16 products.
   constexpr std::int64_t kBf16AdapterRows = 16;
-  const bool bf16_path = weight.dtype() == DType::bf16 || (is_block_dtype(weight.dtype()) && g_bf16_block_products);
+  const bool bf16_path = weight.dtype() == DType::bf16 || (is_block_dtype(weight.dtype()) && bf16_block_products());
   if (bf16_path && n >= kBf16AdapterRows) return lora_linear_bf16(x, weight, bias, a, b, scale);
   const Tensor x2 = view_as(as_f32(x), {n, in});
   const Tensor af = contiguous_raw(as_f32(a)), bf = contiguous_raw(as_f32(b));
@@ -339,8 +333,8 @@ Tensor lora_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   constexpr std::int64_t kFusedRows = 8;
   if (n <= kFusedRows && w.is_contiguous() && backend::kernels(x.device()).lora_rows != nullptr) {
     y = empty_f32({n, out}, x.device());
-    LORACPP_KERNEL(x.device(), lora_rows)(f32(x2), w.raw_data(), w.dtype(), f32(af), f32(bf), n, in, out, r, scale,
-                                          f32(t), f32(y));
+    LORACPP_KERNEL(x.device(), lora_rows)(f32(x2), w.raw_data(), w.dtype(), block_products(), f32(af), f32(bf), n,
+                                          in, out, r, scale, f32(t), f32(y));
   } else {
     gemm(false, true, n, r, in, 1.0f, f32(x2), in, f32(af), in, 0.0f, f32(t), r);
     if (adds_into_y) {

@@ -48,25 +48,38 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // a [..., m, k] @ b [..., k, n] -> [..., m, n]; batch dims broadcast. A transposed view of either
 // operand's last two dims goes to BLAS as a transpose flag, without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b);
-// Within its scope, on this thread, a model over weights in blocks (q8_0, q4_0) computes as the bf16
-// path does, as QLoRA computes over 4-bit weights: products with more than a few rows widen the
-// blocks to bf16 (a slice or one layer's weight at a time, never held) and round the other operand
-// to bf16 (f32 accumulation); LoRA layers, the output layer's loss and attention take their bf16
-// forms. `lora train`, `eval` and `generate` (for a prompt's pass) set it where the CPU multiplies
-// bf16 natively. Outside it such products widen to f32; a generated token's few rows read the
-// blocks in place with f32 activations either way.
-// (Constructed with on = false it leaves the setting as it was, for callers that decide at run time.)
-class Bf16BlockProducts {
+// A setting for the ops on this thread, turned on within a guard's scope: constructed with on =
+// false, the guard leaves the setting as it was (for callers that decide at run time).
+template <class Tag>
+class ScopedSetting {
  public:
-  explicit Bf16BlockProducts(bool on = true);
-  ~Bf16BlockProducts();
-  Bf16BlockProducts(const Bf16BlockProducts&) = delete;
-  Bf16BlockProducts& operator=(const Bf16BlockProducts&) = delete;
+  explicit ScopedSetting(bool on = true) : previous_(value_) { value_ = value_ || on; }
+  ~ScopedSetting() { value_ = previous_; }
+  ScopedSetting(const ScopedSetting&) = delete;
+  ScopedSetting& operator=(const ScopedSetting&) = delete;
+  static bool on() { return value_; }
 
  private:
+  static thread_local inline bool value_ = false;
   bool previous_;
 };
-bool bf16_block_products();
+// Within its scope, a model over weights in blocks (q8_0, q4_0) computes as the bf16 path does, as
+// QLoRA computes over 4-bit weights: products with more than a few rows widen the blocks to bf16 (a
+// slice or one layer's weight at a time, never held) and round the other operand to bf16 (f32
+// accumulation); LoRA layers, the output layer's loss and attention take their bf16 forms. `lora
+// train`, `eval` and `generate` (for a prompt's pass) set it where the CPU multiplies bf16
+// natively. Outside it such products widen to f32.
+using Bf16BlockProducts = ScopedSetting<struct Bf16BlockProductsTag>;
+inline bool bf16_block_products() { return Bf16BlockProducts::on(); }
+// Within its scope, a few rows (a generated token) against weights in blocks are quantised to 8
+// bits per run of 32 values and multiplied in integers, as llama.cpp multiplies a token by its
+// quantised weights, where the CPU has 8-bit dot products (backend/cpu/gemm_blocks.h); `lora
+// generate` and the benchmark set it. Outside it, or without them, such rows read the blocks in
+// place with f32 activations.
+using Q8BlockRows = ScopedSetting<struct Q8BlockRowsTag>;
+inline bool q8_block_rows() { return Q8BlockRows::on(); }
+// What the two settings above ask of a product against blocks.
+inline backend::BlockProducts block_products() { return {.bf16 = bf16_block_products(), .q8_rows = q8_block_rows()}; }
 // x [..., in], weight [out, in], bias [out] (optional) -> [..., out]
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 // x [..., in] -> x Wᵀ + bias + scale (x Aᵀ) Bᵀ in one op, W [out, in] (f32 or bf16), A [r, in],

@@ -1,7 +1,7 @@
 // Products against a weight in blocks (q8_0, q4_0) against a double-precision reference over the
-// weight's widened values: a few rows read in place (one to eight, uneven thread shares), more rows
-// through widened slices (x Wᵀ and, for a gradient, g W), beta, and lora_rows over such a weight.
-// Each test runs for both block dtypes.
+// weight's widened values: a few rows read in place (one to eight, uneven thread shares), in f32 or
+// quantised to 8 bits, more rows through widened slices (x Wᵀ and, for a gradient, g W), in f32 or
+// bf16, beta, and lora_rows over such a weight. Each test runs for both block dtypes.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -10,6 +10,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemm_blocks.h"
 #include "backend/threads.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -38,19 +39,42 @@ class CpuGemmBlocks : public ::testing::TestWithParam<DType> {};
 
 float bf16_rounded(float x) { return bf16_to_float(float_to_bf16(x)); }
 
-// c = a op(w) + beta c0 where w is stored [n, k] (trans_b) or [k, n]. in_bf16: the product the
-// kernel makes when asked for bf16 products on a CPU that has them, both operands rounded to bf16.
-void expect_product(DType dtype, bool trans_b, i64 m, i64 n, i64 k, float beta, bool in_bf16 = false) {
+// The values a kernel multiplies in place of rows x (of whole runs of 32) quantised as BlockProducts::q8_rows
+// asks: each run of 32 becomes the codes nearest to x 127 / amax (ties to even), times amax / 127.
+std::vector<double> q8_quantized(const std::vector<float>& x) {
+  std::vector<double> out(x.size());
+  for (std::size_t run = 0; run < x.size(); run += 32) {
+    float amax = 0;
+    for (std::size_t p = run; p < run + 32; ++p) amax = std::max(amax, std::abs(x[p]));
+    const float inverse = amax > 0 ? 127.0f / amax : 0.0f, d = amax / 127.0f;
+    for (std::size_t p = run; p < run + 32; ++p)
+      out[p] = static_cast<double>(std::nearbyint(x[p] * inverse)) * static_cast<double>(d);
+  }
+  return out;
+}
+
+enum class Rounding { none, bf16, q8_rows };
+
+// c = a op(w) + beta c0 where w is stored [n, k] (trans_b) or [k, n], asked for `products`; the
+// reference multiplies the values `expected` says the kernel multiplies: both operands rounded to
+// bf16 (bf16), or a's rows quantised to 8 bits (q8_rows), else the values as they are.
+void expect_product(DType dtype, bool trans_b, i64 m, i64 n, i64 k, float beta, BlockProducts products = {},
+                    Rounding expected = Rounding::none) {
   const auto a = sine_values(m * k, 0.37f);
   const BlockWeight w = trans_b ? block_weight(dtype, n, k, 0.11f) : block_weight(dtype, k, n, 0.11f);
   const auto c0 = sine_values(m * n, 0.05f);
   std::vector<float> c = c0;
-  gemm_blocks(dtype, in_bf16, trans_b, m, n, k, a.data(), k, w.blocks.data(), beta, c.data(), n);
-  const auto value = [in_bf16](float x) { return static_cast<double>(in_bf16 ? bf16_rounded(x) : x); };
+  gemm_blocks(dtype, products, trans_b, m, n, k, a.data(), k, w.blocks.data(), beta, c.data(), n);
+  const std::vector<double> a_q8 = expected == Rounding::q8_rows ? q8_quantized(a) : std::vector<double>();
+  const auto a_value = [&](i64 at) {
+    if (expected == Rounding::q8_rows) return a_q8[static_cast<std::size_t>(at)];
+    return static_cast<double>(expected == Rounding::bf16 ? bf16_rounded(a[at]) : a[at]);
+  };
+  const auto w_value = [&](float x) { return static_cast<double>(expected == Rounding::bf16 ? bf16_rounded(x) : x); };
   for (i64 i = 0; i < m; ++i)
     for (i64 j = 0; j < n; ++j) {
       double want = beta * static_cast<double>(c0[i * n + j]);
-      for (i64 p = 0; p < k; ++p) want += value(a[i * k + p]) * value(w.widened[trans_b ? j * k + p : p * n + j]);
+      for (i64 p = 0; p < k; ++p) want += a_value(i * k + p) * w_value(w.widened[trans_b ? j * k + p : p * n + j]);
       ASSERT_NEAR(c[i * n + j], want, 1e-5 * k) << "m " << m << " n " << n << " k " << k << " at " << i << ", " << j;
     }
 }
@@ -84,16 +108,44 @@ TEST_P(CpuGemmBlocks, ManyRowsGoThroughWidenedSlices) {
 TEST_P(CpuGemmBlocks, Bf16ProductsRoundBothOperandsWhereNative) {
   const bool native = bf16_products_native();
   for (const bool trans_b : {true, false}) {
-    expect_product(GetParam(), trans_b, 40, 2112, 288, 0.5f, native);
-    expect_product(GetParam(), trans_b, 20, 96, 6016, 1.0f, native);  // more than one slice either way
+    const Rounding expected = native ? Rounding::bf16 : Rounding::none;
+    expect_product(GetParam(), trans_b, 40, 2112, 288, 0.5f, {.bf16 = true}, expected);
+    expect_product(GetParam(), trans_b, 20, 96, 6016, 1.0f, {.bf16 = true}, expected);  // more than one slice either way
   }
-  expect_product(GetParam(), true, 3, 300, 768, 0.0f, false);  // in place: f32
+  expect_product(GetParam(), true, 3, 300, 768, 0.0f, {.bf16 = true});  // in place: f32
   const i64 m = 24, n = 64, k = 96;
   const auto a = sine_values(m * k, 0.37f);
   const BlockWeight w = block_weight(GetParam(), n, k, 0.11f);
   std::vector<float> wide(static_cast<std::size_t>(m * n)), narrow(wide.size());
-  gemm_blocks(GetParam(), false, true, m, n, k, a.data(), k, w.blocks.data(), 0.0f, wide.data(), n);
-  gemm_blocks(GetParam(), true, true, m, n, k, a.data(), k, w.blocks.data(), 0.0f, narrow.data(), n);
+  gemm_blocks(GetParam(), {}, true, m, n, k, a.data(), k, w.blocks.data(), 0.0f, wide.data(), n);
+  gemm_blocks(GetParam(), {.bf16 = true}, true, m, n, k, a.data(), k, w.blocks.data(), 0.0f, narrow.data(), n);
+  EXPECT_EQ(wide != narrow, native);
+}
+
+// Asked for q8_rows, a few rows read in place are quantised to 8 bits per run of 32 values where the
+// CPU has 8-bit dot products (and differ from the f32 products there), for any thread count and
+// beta; elsewhere, and for more rows than the in-place path takes, the request is the f32 product.
+TEST_P(CpuGemmBlocks, Q8RowsQuantiseAFewRowsWhereNative) {
+  const bool native = q8_rows_native();
+  const Rounding expected = native ? Rounding::q8_rows : Rounding::none;
+  const int saved = num_threads();
+  for (const int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    for (const i64 m : {1, 2, 5, 8}) {
+      expect_product(GetParam(), true, m, 37, 96, 0.0f, {.q8_rows = true}, expected);
+      expect_product(GetParam(), true, m, 300, 768, 0.0f, {.q8_rows = true}, expected);
+    }
+    expect_product(GetParam(), true, 3, 37, 96, 0.5f, {.q8_rows = true}, expected);
+  }
+  set_num_threads(saved);
+  expect_product(GetParam(), true, 9, 70, 64, 0.0f, {.q8_rows = true});    // through slices: f32
+  expect_product(GetParam(), false, 1, 64, 70, 0.0f, {.q8_rows = true});   // a gradient's product: f32
+  const i64 m = 1, n = 64, k = 96;
+  const auto a = sine_values(m * k, 0.37f);
+  const BlockWeight w = block_weight(GetParam(), n, k, 0.11f);
+  std::vector<float> wide(static_cast<std::size_t>(m * n)), narrow(wide.size());
+  gemm_blocks(GetParam(), {}, true, m, n, k, a.data(), k, w.blocks.data(), 0.0f, wide.data(), n);
+  gemm_blocks(GetParam(), {.q8_rows = true}, true, m, n, k, a.data(), k, w.blocks.data(), 0.0f, narrow.data(), n);
   EXPECT_EQ(wide != narrow, native);
 }
 
@@ -101,7 +153,7 @@ TEST_P(CpuGemmBlocks, RowsMustHoldWholeBlocks) {
   std::vector<std::uint8_t> blocks(1024);
   std::vector<float> a(40), c(4);
   try {
-    gemm_blocks(GetParam(), false, true, 1, 4, 40, a.data(), 40, blocks.data(), 0.0f, c.data(), 4);
+    gemm_blocks(GetParam(), {}, true, 1, 4, 40, a.data(), 40, blocks.data(), 0.0f, c.data(), 4);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), fmt::format("[gemm_blocks] a {} weight's rows hold whole blocks of 32 values, not 40",
@@ -112,34 +164,41 @@ TEST_P(CpuGemmBlocks, RowsMustHoldWholeBlocks) {
 TEST(CpuGemmBlocksErrors, AWeightWithoutBlocksIsRefused) {
   std::vector<float> w(64), a(32), c(2);
   try {
-    gemm_blocks(DType::bf16, false, true, 1, 2, 32, a.data(), 32, w.data(), 0.0f, c.data(), 2);
+    gemm_blocks(DType::bf16, {}, true, 1, 2, 32, a.data(), 32, w.data(), 0.0f, c.data(), 2);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "[gemm_blocks] the weight must be stored in blocks (q8_0, q4_0), not bf16");
   }
 }
 
+// lora_rows over a block weight, in f32 or asked for q8_rows: the frozen product multiplies the
+// rows quantised to 8 bits where the CPU has 8-bit dot products; the adapter's products stay f32.
 TEST_P(CpuGemmBlocks, LoraRowsOverABlockWeight) {
   const int saved = num_threads();
-  for (const int threads : {2, 3}) {
-    set_num_threads(threads);
-    for (const i64 rows : {1, 4, 8, 11}) {  // (the op sends at most 8; the kernel takes more in groups)
-      const i64 in = 160, out = 45, r = 8;
-      const auto x = sine_values(rows * in, 0.31f), a = sine_values(r * in, 0.17f), b = sine_values(out * r, 0.53f);
-      const BlockWeight w = block_weight(GetParam(), out, in, 0.07f);
-      std::vector<float> t(static_cast<std::size_t>(rows * r)), y(static_cast<std::size_t>(rows * out));
-      lora_rows(x.data(), w.blocks.data(), GetParam(), a.data(), b.data(), rows, in, out, r, 1.5f, t.data(), y.data());
-      for (i64 row = 0; row < rows; ++row)
-        for (i64 j = 0; j < out; ++j) {
-          double want = 0;
-          for (i64 p = 0; p < in; ++p) want += static_cast<double>(x[row * in + p]) * w.widened[j * in + p];
-          for (i64 k = 0; k < r; ++k) {
-            double tk = 0;
-            for (i64 p = 0; p < in; ++p) tk += static_cast<double>(x[row * in + p]) * a[k * in + p];
-            want += 1.5 * tk * b[j * r + k];
+  for (const bool q8_rows : {false, true}) {
+    for (const int threads : {2, 3}) {
+      set_num_threads(threads);
+      for (const i64 rows : {1, 4, 8, 11}) {  // (the op sends at most 8; the kernel takes more in groups)
+        const i64 in = 160, out = 45, r = 8;
+        const auto x = sine_values(rows * in, 0.31f), a = sine_values(r * in, 0.17f), b = sine_values(out * r, 0.53f);
+        const BlockWeight w = block_weight(GetParam(), out, in, 0.07f);
+        std::vector<float> t(static_cast<std::size_t>(rows * r)), y(static_cast<std::size_t>(rows * out));
+        lora_rows(x.data(), w.blocks.data(), GetParam(), {.q8_rows = q8_rows}, a.data(), b.data(), rows, in, out, r,
+                  1.5f, t.data(), y.data());
+        const bool quantized = q8_rows && q8_rows_native();
+        const std::vector<double> xq = quantized ? q8_quantized(x) : std::vector<double>(x.begin(), x.end());
+        for (i64 row = 0; row < rows; ++row)
+          for (i64 j = 0; j < out; ++j) {
+            double want = 0;
+            for (i64 p = 0; p < in; ++p) want += xq[row * in + p] * w.widened[j * in + p];
+            for (i64 k = 0; k < r; ++k) {
+              double tk = 0;
+              for (i64 p = 0; p < in; ++p) tk += static_cast<double>(x[row * in + p]) * a[k * in + p];
+              want += 1.5 * tk * b[j * r + k];
+            }
+            ASSERT_NEAR(y[row * out + j], want, 1e-4 * in) << "row " << row << ", column " << j << ", q8 " << q8_rows;
           }
-          ASSERT_NEAR(y[row * out + j], want, 1e-4 * in) << "row " << row << ", column " << j;
-        }
+      }
     }
   }
   set_num_threads(saved);

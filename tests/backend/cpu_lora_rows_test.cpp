@@ -25,7 +25,7 @@ void expect_matches_reference(i64 rows, i64 in, i64 out, i64 r, bool bf16) {
   }
   const float scale = 1.5f;
   std::vector<float> t(static_cast<std::size_t>(rows * r)), y(static_cast<std::size_t>(rows * out));
-  lora_rows(x.data(), bf16 ? static_cast<const void*>(w16.data()) : wf.data(), bf16 ? DType::bf16 : DType::f32,
+  lora_rows(x.data(), bf16 ? static_cast<const void*>(w16.data()) : wf.data(), bf16 ? DType::bf16 : DType::f32, {},
             a.data(), b.data(), rows, in, out, r, scale, t.data(), y.data());
   for (i64 row = 0; row < rows; ++row) {
     std::vector<double> want_t(static_cast<std::size_t>(r));

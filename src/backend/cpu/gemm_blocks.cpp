@@ -1,5 +1,6 @@
 // Products against a weight stored in blocks (q8_0, q4_0). A few rows (a generated token's layers)
-// read the weight's blocks in place, each thread streaming one contiguous share of its rows; more
+// read the weight's blocks in place, each thread streaming one contiguous share of its rows, in f32
+// or, asked for q8_rows where the CPU has 8-bit dot products, quantised to 8 bits per run of 32; more
 // rows (a prompt, or a gradient times W) widen the weight a slice at a time into f32 and multiply
 // the slice through BLAS, or, asked for bf16 products, into bf16 for gemm_bf16 (oneDNN), so that
 // no wide copy of the whole weight is ever held.
@@ -11,6 +12,7 @@
 #include "backend/cpu/block_dot.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/gemm_blocks.h"
 #include "backend/cpu/vec_math.h"
 #include "core/blocks.h"
 #include "core/error.h"
@@ -25,16 +27,28 @@ constexpr i64 kInPlaceRows = 8;
 constexpr i64 kSliceValues = i64{1} << 19;
 
 template <class Format>
-void rows_in_place(i64 m, i64 n, i64 k, const float* a, i64 lda, const std::uint8_t* w, float beta, float* c,
-                   i64 ldc) {
+void rows_in_place(bool q8_rows, i64 m, i64 n, i64 k, const float* a, i64 lda, const std::uint8_t* w, float beta,
+                   float* c, i64 ldc) {
   const std::size_t stride = static_cast<std::size_t>(k / Format::kBlock) * Format::kBlockBytes;
+#if defined(LORACPP_Q8_ROWS)
+  Q8Rows quantized;
+  if (q8_rows) quantize_q8_rows<Format>(a, lda, m, k, quantized);
+#else
+  (void)q8_rows;
+#endif
 #pragma omp parallel if (n * k > (i64{1} << 16))
   {
     const i64 threads = omp_get_num_threads(), share = (n + threads - 1) / threads;
     const i64 j0 = std::min(n, omp_get_thread_num() * share), j1 = std::min(n, j0 + share);
     float sums[kInPlaceRows];
     for (i64 j = j0; j < j1; ++j) {
-      dot_block_rows<Format>(a, lda, m, w + static_cast<std::size_t>(j) * stride, k, sums);
+      const std::uint8_t* row = w + static_cast<std::size_t>(j) * stride;
+#if defined(LORACPP_Q8_ROWS)
+      if (q8_rows)
+        dot_block_rows_q8<Format>(quantized, row, sums);
+      else
+#endif
+        dot_block_rows<Format>(a, lda, m, row, k, sums);
       for (i64 i = 0; i < m; ++i) c[i * ldc + j] = sums[i] + (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]);
     }
   }
@@ -42,7 +56,15 @@ void rows_in_place(i64 m, i64 n, i64 k, const float* a, i64 lda, const std::uint
 
 }  // namespace
 
-void gemm_blocks(DType w_dtype, bool bf16_products, bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda,
+bool q8_rows_native() {
+#if defined(LORACPP_Q8_ROWS)
+  return true;
+#else
+  return false;
+#endif
+}
+
+void gemm_blocks(DType w_dtype, BlockProducts products, bool trans_b, i64 m, i64 n, i64 k, const float* a, i64 lda,
                  const void* w, float beta, float* c, i64 ldc) {
   check(is_block_dtype(w_dtype), "gemm_blocks", "the weight must be stored in blocks (q8_0, q4_0), not {}",
         dtype_name(w_dtype));
@@ -55,7 +77,7 @@ void gemm_blocks(DType w_dtype, bool bf16_products, bool trans_b, i64 m, i64 n, 
   if (trans_b && m <= kInPlaceRows) {
     count_gemm(m, n, k);  // the slices below count themselves through gemm
     return with_block_format(w_dtype, [&](auto format) {
-      rows_in_place<decltype(format)>(m, n, k, a, lda, blocks, beta, c, ldc);
+      rows_in_place<decltype(format)>(products.q8_rows && k > 0, m, n, k, a, lda, blocks, beta, c, ldc);
     });
   }
   const i64 stored_rows = trans_b ? n : k;
@@ -65,7 +87,7 @@ void gemm_blocks(DType w_dtype, bool bf16_products, bool trans_b, i64 m, i64 n, 
   std::vector<float> slice(static_cast<std::size_t>(capacity));
   if (!trans_b && k == 0) gemm(false, false, m, n, 0, 1.0f, a, lda, slice.data(), n, beta, c, ldc);  // c = beta c
   // bf16 products: a rounded once, each slice widened and rounded (the f32 slice is its scratch).
-  const bool in_bf16 = bf16_products && bf16_products_native() && k > 0;
+  const bool in_bf16 = products.bf16 && bf16_products_native() && k > 0;
   std::vector<std::uint16_t> a16(in_bf16 ? static_cast<std::size_t>(m * k) : 0);
   std::vector<std::uint16_t> slice16(in_bf16 ? static_cast<std::size_t>(capacity) : 0);
   if (in_bf16) {

@@ -32,8 +32,8 @@ float dot(const float* x, const std::uint16_t* y, i64 n) {
 
 }  // namespace
 
-void lora_rows(const float* x, const void* w, DType w_dtype, const float* a, const float* b, i64 rows, i64 in,
-               i64 out, i64 r, float scale, float* t, float* y) {
+void lora_rows(const float* x, const void* w, DType w_dtype, [[maybe_unused]] BlockProducts products, const float* a,
+               const float* b, i64 rows, i64 in, i64 out, i64 r, float scale, float* t, float* y) {
   count_gemm(rows, r, in);
   count_gemm(rows, out, in);  // the expansion's product counts itself
   const bool bf16 = w_dtype == DType::bf16;
@@ -60,14 +60,26 @@ void lora_rows(const float* x, const void* w, DType w_dtype, const float* a, con
       const auto* blocks = static_cast<const std::uint8_t*>(w);
       const std::size_t stride = dtype_bytes(w_dtype, in);
       with_block_format(w_dtype, [&](auto format) {
+        using Format = decltype(format);
         float sums[8];
-        for (i64 j = j0; j < j1; ++j)
-          for (i64 r0 = 0; r0 < rows; r0 += 8) {  // dot_block_rows takes 8 rows at most
-            const i64 count = std::min<i64>(8, rows - r0);
-            dot_block_rows<decltype(format)>(x + r0 * in, in, count, blocks + static_cast<std::size_t>(j) * stride,
-                                             in, sums);
-            for (i64 row = 0; row < count; ++row) y[(r0 + row) * out + j] = sums[row];
+        for (i64 r0 = 0; r0 < rows; r0 += 8) {  // the dot products take 8 rows at most
+          const i64 count = std::min<i64>(8, rows - r0);
+#if defined(LORACPP_Q8_ROWS)
+          // Each thread quantises the rows for itself (a few runs of 32), without a barrier.
+          Q8Rows quantized;
+          if (products.q8_rows) quantize_q8_rows<Format>(x + r0 * in, in, count, in, quantized);
+#endif
+          for (i64 j = j0; j < j1; ++j) {
+            const std::uint8_t* row = blocks + static_cast<std::size_t>(j) * stride;
+#if defined(LORACPP_Q8_ROWS)
+            if (products.q8_rows)
+              dot_block_rows_q8<Format>(quantized, row, sums);
+            else
+#endif
+              dot_block_rows<Format>(x + r0 * in, in, count, row, in, sums);
+            for (i64 row_i = 0; row_i < count; ++row_i) y[(r0 + row_i) * out + j] = sums[row_i];
           }
+        }
       });
     } else {
       for (i64 j = j0; j < j1; ++j)
