@@ -33,6 +33,30 @@ std::vector<std::vector<float>> logits_of(const LlamaModel& model, const std::ve
   return out;
 }
 
+// The mean gap between two sets of logits as a share of the second's mean magnitude.
+double moved_share(const std::vector<std::vector<float>>& got, const std::vector<std::vector<float>>& want) {
+  double gap = 0, spread = 0;
+  for (std::size_t p = 0; p < want.size(); ++p)
+    for (std::size_t i = 0; i < want[p].size(); ++i) {
+      gap += std::abs(got[p][i] - want[p][i]);
+      spread += std::abs(want[p][i]);
+    }
+  return gap / spread;
+}
+
+// stories260K's logits over a prompt of 12 positions and the tokens after it, with its linear
+// weights in `dtype` and a bf16 cache, under `Setting` (an ops.h guard) and without it.
+template <class Setting>
+std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> logits_with_and_without(DType dtype) {
+  const auto m = load_model(kModel);
+  m.model->store_weights(dtype);
+  const auto ids = m.tokenizer->encode("Once upon a time, a little dog saw a big red ball in the park and ran", true, false);
+  const std::int64_t prompt = 12;
+  const auto without = logits_of(*m.model, ids, prompt, DType::bf16);
+  const Setting on;
+  return {logits_of(*m.model, ids, prompt, DType::bf16), without};
+}
+
 class BlockModel : public ::testing::TestWithParam<DType> {};
 
 TEST_P(BlockModel, LogitsAreThoseOfTheWidenedWeights) {
@@ -71,15 +95,9 @@ TEST_P(BlockModel, QuantisationMovesTheLogitsLittle) {
   q8.model->store_weights(GetParam());
   const auto ids = q8.tokenizer->encode("Lily and Ben went to the park. They saw a big tree", true, false);
   const auto got = logits_of(*q8.model, ids, 6, q8.model->kv_cache_dtype()), want = logits_of(*f32.model, ids, 6, DType::f32);
-  double gap = 0, spread = 0;
-  std::size_t n = 0;
-  for (std::size_t p = 0; p < got.size(); ++p)
-    for (std::size_t i = 0; i < got[p].size(); ++i, ++n) {
-      gap += std::abs(got[p][i] - want[p][i]);
-      spread += std::abs(want[p][i]);
-    }
-  EXPECT_GT(gap, 0.0);
-  EXPECT_LT(gap / static_cast<double>(n), (GetParam() == DType::q8_0 ? 0.02 : 0.10) * spread / static_cast<double>(n));
+  const double moved = moved_share(got, want);
+  EXPECT_GT(moved, 0.0);
+  EXPECT_LT(moved, GetParam() == DType::q8_0 ? 0.02 : 0.10);
 }
 
 // A prompt's pass under ops::Bf16BlockProducts (as lora generate runs it where the CPU multiplies
@@ -88,24 +106,10 @@ TEST_P(BlockModel, QuantisationMovesTheLogitsLittle) {
 // spread (measured: 0.20% for q8_0 and 0.16% for q4_0, against their blocks' 0.6% and 6.7%;
 // bounded at 0.5%), and where bf16 is native they do move.
 TEST_P(BlockModel, Bf16PromptPassMovesTheLogitsLittle) {
-  const auto m = load_model(kModel);
-  m.model->store_weights(GetParam());
-  const auto ids = m.tokenizer->encode("Once upon a time, a little dog saw a big red ball in the park and ran", true, false);
-  const std::int64_t prompt = 12;
-  const auto f32 = logits_of(*m.model, ids, prompt, DType::bf16);
-  std::vector<std::vector<float>> bf16;
-  {
-    ops::Bf16BlockProducts bf16_products;
-    bf16 = logits_of(*m.model, ids, prompt, DType::bf16);
-  }
-  double gap = 0, spread = 0;
-  for (std::size_t p = 0; p < f32.size(); ++p)
-    for (std::size_t i = 0; i < f32[p].size(); ++i) {
-      gap += std::abs(bf16[p][i] - f32[p][i]);
-      spread += std::abs(f32[p][i]);
-    }
-  EXPECT_LT(gap, 0.005 * spread);
-  EXPECT_EQ(gap > 0, backend::cpu::bf16_products_native());
+  const auto [bf16, f32] = logits_with_and_without<ops::Bf16BlockProducts>(GetParam());
+  const double moved = moved_share(bf16, f32);
+  EXPECT_LT(moved, 0.005);
+  EXPECT_EQ(moved > 0, backend::cpu::bf16_products_native());
 }
 
 // Under ops::Q8BlockRows (as lora generate runs) a few rows against blocks, each generated token's
@@ -114,24 +118,10 @@ TEST_P(BlockModel, Bf16PromptPassMovesTheLogitsLittle) {
 // (measured: 0.53% for q8_0 and 0.61% for q4_0, about what q8_0's own blocks move them; bounded at
 // 1%), and where the CPU has 8-bit dot products they do move.
 TEST_P(BlockModel, Q8TokenRowsMoveTheLogitsLittle) {
-  const auto m = load_model(kModel);
-  m.model->store_weights(GetParam());
-  const auto ids = m.tokenizer->encode("Once upon a time, a little dog saw a big red ball in the park and ran", true, false);
-  const std::int64_t prompt = 12;
-  const auto f32 = logits_of(*m.model, ids, prompt, DType::bf16);
-  std::vector<std::vector<float>> q8;
-  {
-    ops::Q8BlockRows q8_rows;
-    q8 = logits_of(*m.model, ids, prompt, DType::bf16);
-  }
-  double gap = 0, spread = 0;
-  for (std::size_t p = 0; p < f32.size(); ++p)
-    for (std::size_t i = 0; i < f32[p].size(); ++i) {
-      gap += std::abs(q8[p][i] - f32[p][i]);
-      spread += std::abs(f32[p][i]);
-    }
-  EXPECT_LT(gap, 0.01 * spread);
-  EXPECT_EQ(gap > 0, backend::cpu::q8_rows_native());
+  const auto [q8, f32] = logits_with_and_without<ops::Q8BlockRows>(GetParam());
+  const double moved = moved_share(q8, f32);
+  EXPECT_LT(moved, 0.01);
+  EXPECT_EQ(moved > 0, backend::cpu::q8_rows_native());
 }
 
 // A GGUF file written in blocks holds the blocks store_weights makes (rows permuted for the file's
