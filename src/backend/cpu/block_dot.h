@@ -5,7 +5,6 @@
 // lora_rows. Each format widens one block into two halves of 16 floats, values 0-15 and 16-31,
 // scaled by the block's d; or, for rows quantised to 8 bits (Q8Rows, where the CPU has AVX512-VNNI),
 // gives its 32 codes as unsigned bytes for integer dot products.
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -193,9 +192,9 @@ void quantize_q8_rows(const float* x, i64 lda, i64 rows, i64 k, Q8Rows& out) {
     }
 }
 
-// out[i] = sum over blocks of d_w d_x (sum of code times q) for each quantised row i of x against
-// one weight row w of x.k values (x at most 8 rows): a block's codes are made once for every row; each run's integer
-// sum (vpdpbusd) is scaled in f32, into two accumulators for a single row.
+// out[i] = sum over blocks of d_w d_x (sum of code times q) for each quantised row i of x (at most
+// 8) against one weight row w of x.k values: a block's codes are made once for every row; each
+// run's integer sum (vpdpbusd) is scaled in f32, into two accumulators for a single row.
 template <class Format>
 void dot_block_rows_q8(const Q8Rows& x, const std::uint8_t* w, float* out) {
   const i64 blocks = x.k / 32;
