@@ -206,10 +206,13 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
   const i64 heads = g.batch * g.kv_heads * g.group;
   const i64 tiles = (g.q_len + kTile - 1) / kTile;
   const auto q16 = bf16_copy(bf16, q, heads * g.q_len * g.head_dim);
+  // A tile's scores: a generated token's single query row needs one row of them, not kTile (zeroed
+  // and, at 128 KB from 512 keys, faulted in afresh for every layer of every token).
+  const i64 tile_rows = std::min(kTile, g.q_len);
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<std::size_t>(kTile * std::max<i64>(g.kv_len, 1)));
-    TileProducts product(bf16, kTile * g.kv_len);
+    std::vector<float> scores(static_cast<std::size_t>(tile_rows * std::max<i64>(g.kv_len, 1)));
+    TileProducts product(bf16, tile_rows * g.kv_len);
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < heads * tiles; ++item) {
       const i64 head = item / tiles, tile = item % tiles;
