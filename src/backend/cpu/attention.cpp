@@ -48,6 +48,47 @@ class OneBlasThreadEach {
   int blas_, team_;
 };
 
+#if defined(__AVX512F__)
+// GCC 12 warns of its own AVX-512 headers' undefined pass-through operands (as vec_math.h).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+// The dot products of a (k values, a multiple of 16) with sixteen bf16 rows of b, ldb apart, as one
+// vector: each row's products accumulate in a vector of its own, and the sixteen are summed lane by
+// lane into one through a tree of unpacks and shuffles (about three operations a row). A horizontal
+// sum per row cost more than a 64-value head's products: a generated token's scores against a bf16
+// KV cache were 6% of a q4_0 token.
+inline __m512 dot_sixteen_rows(const float* a, const std::uint16_t* b, i64 ldb, i64 k) {
+  __m512 acc[16];
+  for (__m512& v : acc) v = _mm512_setzero_ps();
+  for (i64 p = 0; p < k; p += 16) {
+    const __m512 av = _mm512_loadu_ps(a + p);
+    for (int r = 0; r < 16; ++r) {
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + r * ldb + p));
+      const __m512 bv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_maskz_cvtepu16_epi32(0xffff, raw), 16));
+      acc[r] = _mm512_fmadd_ps(av, bv, acc[r]);
+    }
+  }
+  // Pairs: per 128-bit chunk, [r0, r1, r0, r1] partial sums of rows 2i and 2i + 1.
+  __m512 pairs[8];
+  for (int i = 0; i < 8; ++i)
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]), _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
+  // Quads: per 128-bit chunk, one partial sum of each of rows 4i .. 4i + 3.
+  __m512 quads[4];
+  for (int i = 0; i < 4; ++i)
+    quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // The four chunks of each quad summed, chunk i of the result holding rows 4i .. 4i + 3.
+  const __m512 q01 = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 q23 = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+#pragma GCC diagnostic pop
+#endif
+
 // A tile operand: its f32 values, and its bf16 copy when the call multiplies in bf16. Keys and
 // values held in bf16 (a KV cache) have no f32 values: f32 tiles widen them as they are read.
 struct Operand {
@@ -97,7 +138,16 @@ class TileProducts {
       const float* ai = a + i * lda;
       float* ci = c + i * ldc;
       if (trans_b) {  // dot products along b's rows (scores against keys)
-        for (i64 j = 0; j < n; ++j) {
+        i64 j = 0;
+#if defined(__AVX512F__)
+        if (k % 16 == 0)
+          for (; j + 16 <= n; j += 16) {
+            __m512 sums = _mm512_mul_ps(_mm512_set1_ps(alpha), dot_sixteen_rows(ai, b + j * ldb, ldb, k));
+            if (beta != 0.0f) sums = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(ci + j), sums);
+            _mm512_storeu_ps(ci + j, sums);
+          }
+#endif
+        for (; j < n; ++j) {
           const std::uint16_t* bj = b + j * ldb;
           float sum = 0;
 #pragma omp simd reduction(+ : sum)
