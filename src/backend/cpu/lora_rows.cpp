@@ -47,8 +47,8 @@ void lora_rows(const float* x, const void* w, DType w_dtype, [[maybe_unused]] Bl
     // t = x Aᵀ, then the share's expansion by our few-term kernel (eight of B's rows at a time; one
     // horizontal sum per element of y would cost more than its 16 terms). A's and B's lines are
     // fetched ahead while W's share streams, a few with each of its rows: read in phases of their
-    // own before and after the stream, at one thread's rate, they cost a q8_0 projection of small
-    // 40% more than the frozen product (measured: 50 against 35 us), five times what their bytes do.
+    // own before and after the stream, an r=16 q8_0 projection of small took 50 us against the
+    // frozen product's 31-35; fetched ahead, 42-46 us (the rest of that gap is not understood).
     const i64 threads = omp_get_num_threads(), share = (out + threads - 1) / threads;
     const i64 j0 = std::min(out, omp_get_thread_num() * share), j1 = std::min(out, j0 + share);
     const i64 share_rows = std::max<i64>(j1 - j0, 1), a_lines = (r * in + 15) / 16;  // 16 floats a line
