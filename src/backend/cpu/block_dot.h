@@ -2,14 +2,14 @@
 // Dot products against weight rows stored in blocks (core/q8_0.h, core/q4_0.h), read in place: a
 // generated token's layers over q8_0 weights read 34 bytes for 32 weights and over q4_0 18, against
 // bf16's 64, and the decode path is bound by reading the weights. Shared by gemm_blocks and
-// lora_rows. Each format widens one block into two halves of 16 floats, values 0-15 and 16-31,
-// scaled by the block's d; or, for rows quantised to 8 bits (Q8Rows, where the CPU has AVX512-VNNI),
-// gives its 32 codes as unsigned bytes for integer dot products.
+// lora_rows. Each format widens one block into floats scaled by the block's d (two vectors of 16
+// with AVX-512, four of 8 with AVX2); or, for rows quantised to 8 bits (Q8Rows, where the CPU has
+// AVX512-VNNI or AVX2), gives its 32 codes as bytes for integer dot products.
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__F16C__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -32,8 +32,26 @@ inline float block_scale(const std::uint8_t* block) {
 #endif
 }
 
+// Integer dot products of bytes: four products a 32-bit lane in one instruction (vpdpbusd) with
+// AVX512-VNNI, else pairs in 16 bits (vpmaddubsw) widened to 32 (vpmaddwd) with AVX2.
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+#define LORACPP_Q8_ROWS_VNNI 1
+#endif
+#if defined(LORACPP_Q8_ROWS_VNNI) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 #define LORACPP_Q8_ROWS 1
+#endif
+
+#if defined(LORACPP_Q8_ROWS)
+// start + in each 32-bit lane the sum of its four products u q, u unsigned bytes and q signed. The
+// AVX2 form sums pairs in 16 bits with saturation, so u q + u' q' must stay within ±32767: true for
+// q4_0's codes (u < 16) and for q8_0's magnitudes (u <= 128, |q| <= 127).
+inline __m256i add_byte_products(__m256i start, __m256i u, __m256i q) {
+#if defined(LORACPP_Q8_ROWS_VNNI)
+  return _mm256_dpbusd_epi32(start, u, q);
+#else
+  return _mm256_add_epi32(start, _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1)));
+#endif
+}
 #endif
 
 #if defined(__AVX512F__)
@@ -58,13 +76,38 @@ struct Q8_0Format {
     lo = _mm512_mul_ps(d, widen16(block + 2));
     hi = _mm512_mul_ps(d, widen16(block + 18));
   }
+#elif defined(__AVX2__) && defined(__FMA__)
+  // Values 0-7, 8-15, 16-23 and 24-31.
+  static void widen(const std::uint8_t* block, __m256 d, __m256 (&v)[4]) {
+    for (int q = 0; q < 4; ++q)
+      v[q] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                  _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * q)))));
+  }
 #endif
-#if defined(LORACPP_Q8_ROWS)
-  // The 32 codes q as the bytes q + 128 (the top bit flipped), in order.
+#if defined(LORACPP_Q8_ROWS_VNNI)
+  // The 32 codes c as the bytes c + 128 (the top bit flipped), in order.
   static constexpr int kCodeOffset = 128;
-  static __m256i unsigned_codes(const std::uint8_t* block) {
+  using Codes = __m256i;
+  static Codes codes(const std::uint8_t* block) {
     return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2)),
                             _mm256_set1_epi8(static_cast<char>(0x80)));
+  }
+  static __m256i add_products(const Codes& codes, __m256i q, __m256i start) {
+    return add_byte_products(start, codes, q);
+  }
+#elif defined(LORACPP_Q8_ROWS)
+  // The codes c as they are and their magnitudes |c|, which multiply q with c's signs: c + 128 would
+  // overflow vpmaddubsw's 16-bit pair sums.
+  static constexpr int kCodeOffset = 0;
+  struct Codes {
+    __m256i signs, magnitudes;
+  };
+  static Codes codes(const std::uint8_t* block) {
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+    return {c, _mm256_sign_epi8(c, c)};
+  }
+  static __m256i add_products(const Codes& codes, __m256i q, __m256i start) {
+    return add_byte_products(start, codes.magnitudes, _mm256_sign_epi8(q, codes.signs));
   }
 #endif
 };
@@ -87,15 +130,32 @@ struct Q4_0Format {
     lo = _mm512_maskz_permutexvar_ps(0xffff, bytes, levels);
     hi = _mm512_maskz_permutexvar_ps(0xffff, _mm512_maskz_srli_epi32(0xffff, bytes, 4), levels);
   }
+#elif defined(__AVX2__) && defined(__FMA__)
+  // Values 0-7, 8-15 (the low four bits of bytes 0-7, 8-15), 16-23 and 24-31 (the high four): c d - 8 d.
+  static void widen(const std::uint8_t* block, __m256 d, __m256 (&v)[4]) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i low = _mm_and_si128(bytes, _mm_set1_epi8(0x0F));
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(0x0F));
+    const __m256 offset = _mm256_mul_ps(d, _mm256_set1_ps(8.0f));
+    const auto level = [&](__m128i codes) {
+      return _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes)), d, offset);
+    };
+    v[0] = level(low);
+    v[1] = level(_mm_srli_si128(low, 8));
+    v[2] = level(high);
+    v[3] = level(_mm_srli_si128(high, 8));
+  }
 #endif
 #if defined(LORACPP_Q8_ROWS)
-  // The 32 stored codes c (value c - 8), in order: the 16 bytes in both halves, the upper half's
-  // 16-bit lanes shifted right by four, each byte's low four bits kept.
+  // The 32 stored codes c (value c - 8), in order: the 16 bytes' low four bits, then their high four.
   static constexpr int kCodeOffset = 8;
-  static __m256i unsigned_codes(const std::uint8_t* block) {
-    const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
-    const __m256i shifts = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
-    return _mm256_and_si256(_mm256_srlv_epi16(bytes, shifts), _mm256_set1_epi8(0x0F));
+  using Codes = __m256i;
+  static Codes codes(const std::uint8_t* block) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), _mm256_set1_epi8(0x0F));
+  }
+  static __m256i add_products(const Codes& codes, __m256i q, __m256i start) {
+    return add_byte_products(start, codes, q);
   }
 #endif
 };
@@ -131,6 +191,28 @@ void dot_block_rows(const float* x, i64 lda, i64 rows, const std::uint8_t* w, i6
     }
   }
   for (i64 i = 0; i < rows; ++i) out[i] = sum_lanes(acc[i]);
+#elif defined(__AVX2__) && defined(__FMA__)
+  // Four accumulators for a single row (one a quarter of each block); one a row for more.
+  if (rows == 1) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (i64 b = 0; b < blocks; ++b, w += Format::kBlockBytes, x += Format::kBlock) {
+      __m256 v[4];
+      Format::widen(w, _mm256_set1_ps(block_scale(w)), v);
+      for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * q), v[q], acc[q]);
+    }
+    out[0] = sum_lanes(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    return;
+  }
+  __m256 acc[8];
+  for (__m256& a : acc) a = _mm256_setzero_ps();
+  for (i64 b = 0; b < blocks; ++b, w += Format::kBlockBytes) {
+    __m256 v[4];
+    Format::widen(w, _mm256_set1_ps(block_scale(w)), v);
+    const float* xb = x + b * Format::kBlock;
+    for (i64 i = 0; i < rows; ++i)
+      for (int q = 0; q < 4; ++q) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + i * lda + 8 * q), v[q], acc[i]);
+  }
+  for (i64 i = 0; i < rows; ++i) out[i] = sum_lanes(acc[i]);
 #else
   for (i64 i = 0; i < rows; ++i) out[i] = 0;
   for (i64 b = 0; b < blocks; ++b, w += Format::kBlockBytes) {
@@ -156,9 +238,9 @@ void dot_block_rows(const float* x, i64 lda, i64 rows, const std::uint8_t* w, i6
 // A few rows quantised for integer products against blocks, as llama.cpp quantises a generated
 // token's activations: each run of 32 values becomes 32 int8 codes q and an f32 scale d, the run's
 // largest magnitude over 127, each value rounded to the nearest code (ties to even). A block of
-// `Format` stores codes u = value code + Format::kCodeOffset as unsigned bytes, so a run's integer
-// sum of u q, less kCodeOffset times the sum of q, is its sum of code times q: that correction
-// (`starts`, in the first of eight lanes) is where each run's sum starts.
+// `Format` gives its codes as Format::Codes, whose products with q (Format::add_products) sum
+// code + Format::kCodeOffset times q: less kCodeOffset times the sum of q, the run's sum of code
+// times q. That correction (`starts`, in the first of eight lanes) is where each run's sum starts.
 struct Q8Rows {
   i64 rows = 0, k = 0;
   std::vector<std::int8_t> codes;     // [rows, k]
@@ -177,32 +259,54 @@ void quantize_q8_rows(const float* x, i64 lda, i64 rows, i64 k, Q8Rows& out) {
   for (i64 i = 0; i < rows; ++i)
     for (i64 b = 0; b < runs; ++b) {
       const float* run = x + i * lda + b * 32;
+      std::int8_t* codes = out.codes.data() + i * k + b * 32;
+      const std::size_t at = static_cast<std::size_t>(i * runs + b);
+#if defined(__AVX512F__)
       const __m512 lo = _mm512_loadu_ps(run), hi = _mm512_loadu_ps(run + 16);
       const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
       const __m512 inverse = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
       // Rounded to nearest by the default rounding mode.
       const __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inverse));
       const __m512i qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inverse));
-      std::int8_t* codes = out.codes.data() + i * k + b * 32;
       _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm512_cvtepi32_epi8(qlo));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + 16), _mm512_cvtepi32_epi8(qhi));
-      const std::size_t at = static_cast<std::size_t>(i * runs + b);
+      const std::int32_t code_sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+#else
+      __m256 v[4];
+      __m256 largest = _mm256_setzero_ps();
+      for (int q = 0; q < 4; ++q) {
+        v[q] = _mm256_loadu_ps(run + 8 * q);
+        largest = _mm256_max_ps(largest, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v[q]));
+      }
+      const float amax = largest_lane(largest);
+      const __m256 inverse = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+      __m256i q32[4];
+      for (int q = 0; q < 4; ++q) q32[q] = _mm256_cvtps_epi32(_mm256_mul_ps(v[q], inverse));
+      // Packing narrows within each 128-bit half: the permute puts the four runs of 8 back in order.
+      const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q32[0], q32[1]), _mm256_packs_epi32(q32[2], q32[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes),
+                          _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+      const __m256i sums = _mm256_add_epi32(_mm256_add_epi32(q32[0], q32[1]), _mm256_add_epi32(q32[2], q32[3]));
+      __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+      sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0x4e));
+      const std::int32_t code_sum = _mm_cvtsi128_si32(_mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0xb1)));
+#endif
       out.scales[at] = amax / 127.0f;
-      out.starts[at * 8] = -Format::kCodeOffset * _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+      out.starts[at * 8] = -Format::kCodeOffset * code_sum;
     }
 }
 
 // out[i] = sum over blocks of d_w d_x (sum of code times q) for each quantised row i of x (at most
 // 8) against one weight row w of x.k values: a block's codes are made once for every row; each
-// run's integer sum (vpdpbusd) is scaled in f32, into two accumulators for a single row.
+// run's integer sum is scaled in f32, into two accumulators for a single row.
 template <class Format>
 void dot_block_rows_q8(const Q8Rows& x, const std::uint8_t* w, float* out) {
   const i64 blocks = x.k / 32;
-  const auto term = [&](__m256i codes, i64 i, i64 b, __m256 dw) {
+  const auto term = [&](const typename Format::Codes& codes, i64 i, i64 b, __m256 dw) {
     const std::size_t at = static_cast<std::size_t>(i * blocks + b);
-    const __m256i sum = _mm256_dpbusd_epi32(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.starts.data() + at * 8)), codes,
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes.data() + i * x.k + b * 32)));
+    const __m256i sum = Format::add_products(
+        codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes.data() + i * x.k + b * 32)),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.starts.data() + at * 8)));
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(x.scales[at])), dw);
   };
   const auto scale_of = [](const std::uint8_t* block) {
@@ -210,31 +314,26 @@ void dot_block_rows_q8(const Q8Rows& x, const std::uint8_t* w, float* out) {
     std::memcpy(&d, block, 2);
     return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(d)));
   };
-  const auto sum8 = [](__m256 v) {
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
-  };
   if (x.rows == 1) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     i64 b = 0;
     for (; b + 1 < blocks; b += 2, w += 2 * Format::kBlockBytes) {
-      acc0 = _mm256_add_ps(acc0, term(Format::unsigned_codes(w), 0, b, scale_of(w)));
+      acc0 = _mm256_add_ps(acc0, term(Format::codes(w), 0, b, scale_of(w)));
       const std::uint8_t* next = w + Format::kBlockBytes;
-      acc1 = _mm256_add_ps(acc1, term(Format::unsigned_codes(next), 0, b + 1, scale_of(next)));
+      acc1 = _mm256_add_ps(acc1, term(Format::codes(next), 0, b + 1, scale_of(next)));
     }
-    if (b < blocks) acc0 = _mm256_add_ps(acc0, term(Format::unsigned_codes(w), 0, b, scale_of(w)));
-    out[0] = sum8(_mm256_add_ps(acc0, acc1));
+    if (b < blocks) acc0 = _mm256_add_ps(acc0, term(Format::codes(w), 0, b, scale_of(w)));
+    out[0] = sum_lanes(_mm256_add_ps(acc0, acc1));
     return;
   }
   __m256 acc[8];
   for (__m256& a : acc) a = _mm256_setzero_ps();
   for (i64 b = 0; b < blocks; ++b, w += Format::kBlockBytes) {
-    const __m256i codes = Format::unsigned_codes(w);
+    const typename Format::Codes codes = Format::codes(w);
     const __m256 dw = scale_of(w);
     for (i64 i = 0; i < x.rows; ++i) acc[i] = _mm256_add_ps(acc[i], term(codes, i, b, dw));
   }
-  for (i64 i = 0; i < x.rows; ++i) out[i] = sum8(acc[i]);
+  for (i64 i = 0; i < x.rows; ++i) out[i] = sum_lanes(acc[i]);
 }
 #pragma GCC diagnostic pop
 #endif

@@ -40,6 +40,18 @@ inline float fast_exp(float x) {
 }
 
 #if defined(LORACPP_VECTOR_FLOATS)
+// The sum and the largest of eight floats, by halving (also for 256-bit kernels in AVX-512 builds).
+inline float sum_lanes(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+inline float largest_lane(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
+}
+
 // One vector of floats and what the kernels do with it. max(a, b) returns b where either is a NaN
 // (both instruction sets' rule), which max_of relies on.
 struct Floats {
@@ -100,16 +112,8 @@ struct Floats {
   static Floats if_above(Floats x, float limit, Floats then, Floats otherwise) {
     return {_mm256_blendv_ps(otherwise.v, then.v, _mm256_cmp_ps(x.v, _mm256_set1_ps(limit), _CMP_GT_OQ))};
   }
-  float sum() const {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
-  }
-  float largest() const {
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
-  }
+  float sum() const { return sum_lanes(v); }
+  float largest() const { return largest_lane(v); }
 #endif
 };
 
