@@ -302,12 +302,13 @@ void quantize_q8_rows(const float* x, i64 lda, i64 rows, i64 k, Q8Rows& out) {
 template <class Format>
 void dot_block_rows_q8(const Q8Rows& x, const std::uint8_t* w, float* out) {
   const i64 blocks = x.k / 32;
-  const auto term = [&](const typename Format::Codes& codes, i64 i, i64 b, __m256 dw) {
+  // acc + the run's integer sum times d_x d_w.
+  const auto add_term = [&](__m256 acc, const typename Format::Codes& codes, i64 i, i64 b, __m256 dw) {
     const std::size_t at = static_cast<std::size_t>(i * blocks + b);
     const __m256i sum = Format::add_products(
         codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes.data() + i * x.k + b * 32)),
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.starts.data() + at * 8)));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(x.scales[at])), dw);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_set1_ps(x.scales[at]), dw), acc);
   };
   const auto scale_of = [](const std::uint8_t* block) {
     std::uint16_t d;
@@ -318,11 +319,11 @@ void dot_block_rows_q8(const Q8Rows& x, const std::uint8_t* w, float* out) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     i64 b = 0;
     for (; b + 1 < blocks; b += 2, w += 2 * Format::kBlockBytes) {
-      acc0 = _mm256_add_ps(acc0, term(Format::codes(w), 0, b, scale_of(w)));
+      acc0 = add_term(acc0, Format::codes(w), 0, b, scale_of(w));
       const std::uint8_t* next = w + Format::kBlockBytes;
-      acc1 = _mm256_add_ps(acc1, term(Format::codes(next), 0, b + 1, scale_of(next)));
+      acc1 = add_term(acc1, Format::codes(next), 0, b + 1, scale_of(next));
     }
-    if (b < blocks) acc0 = _mm256_add_ps(acc0, term(Format::codes(w), 0, b, scale_of(w)));
+    if (b < blocks) acc0 = add_term(acc0, Format::codes(w), 0, b, scale_of(w));
     out[0] = sum_lanes(_mm256_add_ps(acc0, acc1));
     return;
   }
@@ -331,7 +332,7 @@ void dot_block_rows_q8(const Q8Rows& x, const std::uint8_t* w, float* out) {
   for (i64 b = 0; b < blocks; ++b, w += Format::kBlockBytes) {
     const typename Format::Codes codes = Format::codes(w);
     const __m256 dw = scale_of(w);
-    for (i64 i = 0; i < x.rows; ++i) acc[i] = _mm256_add_ps(acc[i], term(codes, i, b, dw));
+    for (i64 i = 0; i < x.rows; ++i) acc[i] = add_term(acc[i], codes, i, b, dw);
   }
   for (i64 i = 0; i < x.rows; ++i) out[i] = sum_lanes(acc[i]);
 }
