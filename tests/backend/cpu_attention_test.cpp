@@ -71,9 +71,10 @@ TEST(CpuAttention, HeadsLaidApartAreReadAsPackedOnes) {
 // Keys and values in bf16, laid apart as in a cache, read in place: the output and log-sum-exp of
 // the f32 kernel over the same values widened. With bf16 tiles both round nothing (the values are
 // bf16 already): bit for bit. With f32 tiles (a generated token) the widened dot products sum in
-// another order than BLAS: within f32 rounding.
-void expect_bf16_kv_as_widened(i64 q_len, bool bf16, std::int64_t group) {
-  const i64 batch = 2, kv_heads = 2, kv_len = 90, capacity = 128, dim = 32;
+// another order than BLAS: within f32 rounding. Heads of 20 and 136 values leave tails after whole
+// vectors, and 136 takes more vectors than a generated token's product holds at once.
+void expect_bf16_kv_as_widened(i64 q_len, bool bf16, std::int64_t group, i64 dim) {
+  const i64 batch = 2, kv_heads = 2, kv_len = 90, capacity = 128;
   AttentionGeometry g{batch, kv_heads, group, q_len, kv_len, dim, dim, 1.0f / std::sqrt(32.0f), true, 0, 0, bf16};
   const i64 kv_items = batch * kv_heads, q_rows = batch * kv_heads * group * q_len;
   const auto q = values(static_cast<std::size_t>(q_rows * dim), 0.37f);
@@ -100,7 +101,7 @@ void expect_bf16_kv_as_widened(i64 q_len, bool bf16, std::int64_t group) {
   for (std::size_t i = 0; i < want.size(); ++i) {
     ASSERT_TRUE(std::isfinite(got[i])) << "read past a head's rows";
     if (exact) ASSERT_EQ(got[i], want[i]) << i << " q_len " << q_len;
-    else ASSERT_NEAR(got[i], want[i], 2e-6f) << i << " q_len " << q_len << " bf16 " << bf16;
+    else ASSERT_NEAR(got[i], want[i], 2e-6f) << i << " q_len " << q_len << " bf16 " << bf16 << " dim " << dim;
   }
   for (std::size_t i = 0; i < want_lse.size(); ++i) ASSERT_NEAR(got_lse[i], want_lse[i], 2e-6f * std::abs(want_lse[i]));
 }
@@ -108,7 +109,8 @@ void expect_bf16_kv_as_widened(i64 q_len, bool bf16, std::int64_t group) {
 TEST(CpuAttention, Bf16KeysAndValuesReadInPlaceGiveTheirWidenedValuesResult) {
   for (const bool bf16 : {false, true})
     for (const i64 q_len : {1, 5, 70})
-      for (const std::int64_t group : {1, 3}) expect_bf16_kv_as_widened(q_len, bf16, group);
+      for (const std::int64_t group : {1, 3})
+        for (const i64 dim : {32, 20, 136}) expect_bf16_kv_as_widened(q_len, bf16, group, dim);
 }
 
 }  // namespace

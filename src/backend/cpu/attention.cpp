@@ -87,6 +87,53 @@ inline __m512 dot_sixteen_rows(const float* a, const std::uint16_t* b, i64 ldb, 
                        _mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 #pragma GCC diagnostic pop
+#elif defined(LORACPP_VECTOR_FLOATS)
+// As dot_sixteen_rows, eight rows at a time (k a multiple of 8), for AVX2.
+inline __m256 dot_eight_rows(const float* a, const std::uint16_t* b, i64 ldb, i64 k) {
+  __m256 acc[8];
+  for (__m256& v : acc) v = _mm256_setzero_ps();
+  for (i64 p = 0; p < k; p += 8) {
+    const __m256 av = _mm256_loadu_ps(a + p);
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(av, widen_bf16_eight(b + r * ldb + p), acc[r]);
+  }
+  return sums_of_eight(acc);
+}
+#endif
+
+#if defined(LORACPP_VECTOR_FLOATS)
+// c[0, NV vectors) = alpha (sum over p < k of a[p] b's row p) + beta c, b's bf16 rows widened as
+// read: a generated token's probabilities times the values of a bf16 cache. c's vectors stay in
+// registers across all k rows; loaded and stored once for each row of b, they cost as much as the
+// multiply-adds.
+template <int NV>
+void add_scaled_rows(const float* a, float alpha, const std::uint16_t* b, i64 ldb, i64 k, float beta, float* c) {
+  Floats acc[NV];
+  for (int v = 0; v < NV; ++v)
+    acc[v] = beta == 0.0f ? Floats::all(0.0f) : Floats::all(beta) * Floats::load(c + v * Floats::kLanes);
+  for (i64 p = 0; p < k; ++p) {
+    const float s = alpha * a[p];
+    if (s == 0.0f) continue;  // a masked key
+    const Floats scale = Floats::all(s);
+    const std::uint16_t* bp = b + p * ldb;
+    for (int v = 0; v < NV; ++v) acc[v] = Floats::fma(scale, Floats::load_bf16(bp + v * Floats::kLanes), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) acc[v].store(c + v * Floats::kLanes);
+}
+
+// add_scaled_rows over c's first `vectors` vectors (1 to 8).
+void add_scaled_rows(i64 vectors, const float* a, float alpha, const std::uint16_t* b, i64 ldb, i64 k, float beta,
+                     float* c) {
+  switch (vectors) {
+    case 1: return add_scaled_rows<1>(a, alpha, b, ldb, k, beta, c);
+    case 2: return add_scaled_rows<2>(a, alpha, b, ldb, k, beta, c);
+    case 3: return add_scaled_rows<3>(a, alpha, b, ldb, k, beta, c);
+    case 4: return add_scaled_rows<4>(a, alpha, b, ldb, k, beta, c);
+    case 5: return add_scaled_rows<5>(a, alpha, b, ldb, k, beta, c);
+    case 6: return add_scaled_rows<6>(a, alpha, b, ldb, k, beta, c);
+    case 7: return add_scaled_rows<7>(a, alpha, b, ldb, k, beta, c);
+    default: return add_scaled_rows<8>(a, alpha, b, ldb, k, beta, c);
+  }
+}
 #endif
 
 // A tile operand: its f32 values, and its bf16 copy when the call multiplies in bf16. Keys and
@@ -146,6 +193,13 @@ class TileProducts {
             if (beta != 0.0f) sums = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(ci + j), sums);
             _mm512_storeu_ps(ci + j, sums);
           }
+#elif defined(LORACPP_VECTOR_FLOATS)
+        if (k % 8 == 0)
+          for (; j + 8 <= n; j += 8) {
+            __m256 sums = _mm256_mul_ps(_mm256_set1_ps(alpha), dot_eight_rows(ai, b + j * ldb, ldb, k));
+            if (beta != 0.0f) sums = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(ci + j), sums);
+            _mm256_storeu_ps(ci + j, sums);
+          }
 #endif
         for (; j < n; ++j) {
           const std::uint16_t* bj = b + j * ldb;
@@ -155,13 +209,22 @@ class TileProducts {
           ci[j] = alpha * sum + (beta == 0.0f ? 0.0f : beta * ci[j]);
         }
       } else {  // b's rows scaled into c's row (probabilities times values)
-        for (i64 j = 0; j < n; ++j) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+        i64 j0 = 0;
+#if defined(LORACPP_VECTOR_FLOATS)
+        while (n - j0 >= Floats::kLanes) {  // up to eight vectors of c at a time
+          const i64 vectors = std::min<i64>(8, (n - j0) / Floats::kLanes);
+          add_scaled_rows(vectors, ai, alpha, b + j0, ldb, k, beta, ci + j0);
+          j0 += vectors * Floats::kLanes;
+        }
+#endif
+        if (j0 == n) continue;
+        for (i64 j = j0; j < n; ++j) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
         for (i64 p = 0; p < k; ++p) {
           const float s = alpha * ai[p];
           if (s == 0.0f) continue;
           const std::uint16_t* bp = b + p * ldb;
 #pragma omp simd
-          for (i64 j = 0; j < n; ++j) ci[j] += s * bf16_to_float(bp[j]);
+          for (i64 j = j0; j < n; ++j) ci[j] += s * bf16_to_float(bp[j]);
         }
       }
     }

@@ -72,13 +72,7 @@ void short_dot_products(i64 m, i64 n, i64 k, float alpha, const float* a, i64 ld
         rows[q] = _mm256_mul_ps(_mm256_loadu_ps(bq), ai[0]);
         for (i64 v = 1; v < vectors; ++v) rows[q] = _mm256_fmadd_ps(_mm256_loadu_ps(bq + 8 * v), ai[v], rows[q]);
       }
-      // Lane q of each 128-bit half of `quarter` holds half of row q's sum (rows 0-3, then 4-7).
-      const __m256 pairs01 = _mm256_hadd_ps(rows[0], rows[1]), pairs23 = _mm256_hadd_ps(rows[2], rows[3]);
-      const __m256 pairs45 = _mm256_hadd_ps(rows[4], rows[5]), pairs67 = _mm256_hadd_ps(rows[6], rows[7]);
-      const __m256 quarter03 = _mm256_hadd_ps(pairs01, pairs23), quarter47 = _mm256_hadd_ps(pairs45, pairs67);
-      __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(quarter03, quarter47, 0x20),
-                                  _mm256_permute2f128_ps(quarter03, quarter47, 0x31));
-      sums = _mm256_mul_ps(sums, _mm256_set1_ps(alpha));
+      __m256 sums = _mm256_mul_ps(sums_of_eight(rows), _mm256_set1_ps(alpha));
       if (beta != 0.0f) sums = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(ci + j), sums);
       _mm256_storeu_ps(ci + j, sums);
     }

@@ -44,10 +44,7 @@ inline float value_at(const std::uint16_t* p, i64 i) { return bf16_to_float(p[i]
 #if defined(LORACPP_VECTOR_FLOATS)
 // Eight values from p as floats.
 inline __m256 eight(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 eight(const std::uint16_t* p) {
-  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
-}
+inline __m256 eight(const std::uint16_t* p) { return widen_bf16_eight(p); }
 
 // Eight rows of eight floats transposed in place.
 inline void transpose8(__m256 (&v)[8]) {

@@ -52,6 +52,24 @@ inline float largest_lane(__m256 v) {
   return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
 }
 
+// Lane q of the result: the sum of rows[q]'s eight lanes. Summed across together by pairwise adds
+// (about two operations a row), where one horizontal sum each would cost more than a short dot
+// product's multiplications.
+inline __m256 sums_of_eight(const __m256 (&rows)[8]) {
+  // Lane q of each 128-bit half of `quarter` holds half of row q's sum (rows 0-3, then 4-7).
+  const __m256 pairs01 = _mm256_hadd_ps(rows[0], rows[1]), pairs23 = _mm256_hadd_ps(rows[2], rows[3]);
+  const __m256 pairs45 = _mm256_hadd_ps(rows[4], rows[5]), pairs67 = _mm256_hadd_ps(rows[6], rows[7]);
+  const __m256 quarter03 = _mm256_hadd_ps(pairs01, pairs23), quarter47 = _mm256_hadd_ps(pairs45, pairs67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(quarter03, quarter47, 0x20),
+                       _mm256_permute2f128_ps(quarter03, quarter47, 0x31));
+}
+
+// Eight bf16 values from p as floats.
+inline __m256 widen_bf16_eight(const std::uint16_t* p) {
+  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+
 // One vector of floats and what the kernels do with it. max(a, b) returns b where either is a NaN
 // (both instruction sets' rule), which max_of relies on.
 struct Floats {
@@ -67,6 +85,10 @@ struct Floats {
 #if defined(__AVX512F__)
   static Floats all(float x) { return {_mm512_set1_ps(x)}; }
   static Floats load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static Floats load_bf16(const std::uint16_t* p) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_maskz_cvtepu16_epi32(0xffff, raw), 16))};
+  }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
   friend Floats operator+(Floats a, Floats b) { return {_mm512_add_ps(a.v, b.v)}; }
   friend Floats operator-(Floats a, Floats b) { return {_mm512_sub_ps(a.v, b.v)}; }
@@ -93,6 +115,7 @@ struct Floats {
 #else
   static Floats all(float x) { return {_mm256_set1_ps(x)}; }
   static Floats load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static Floats load_bf16(const std::uint16_t* p) { return {widen_bf16_eight(p)}; }
   void store(float* p) const { _mm256_storeu_ps(p, v); }
   friend Floats operator+(Floats a, Floats b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend Floats operator-(Floats a, Floats b) { return {_mm256_sub_ps(a.v, b.v)}; }
