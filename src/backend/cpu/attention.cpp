@@ -48,31 +48,20 @@ class OneBlasThreadEach {
   int blas_, team_;
 };
 
+#if defined(LORACPP_VECTOR_FLOATS)
 #if defined(__AVX512F__)
 // GCC 12 warns of its own AVX-512 headers' undefined pass-through operands (as vec_math.h).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-// The dot products of a (k values, a multiple of 16) with sixteen bf16 rows of b, ldb apart, as one
-// vector: each row's products accumulate in a vector of its own, and the sixteen are summed lane by
-// lane into one through a tree of unpacks and shuffles (about three operations a row). A horizontal
-// sum per row cost more than a 64-value head's products: a generated token's scores against a bf16
-// KV cache were 6% of a q4_0 token.
-inline __m512 dot_sixteen_rows(const float* a, const std::uint16_t* b, i64 ldb, i64 k) {
-  __m512 acc[16];
-  for (__m512& v : acc) v = _mm512_setzero_ps();
-  for (i64 p = 0; p < k; p += 16) {
-    const __m512 av = _mm512_loadu_ps(a + p);
-    for (int r = 0; r < 16; ++r) {
-      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + r * ldb + p));
-      const __m512 bv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_maskz_cvtepu16_epi32(0xffff, raw), 16));
-      acc[r] = _mm512_fmadd_ps(av, bv, acc[r]);
-    }
-  }
+// Lane r of the result: the sum of rows[r]'s lanes. With AVX-512, through a tree of unpacks and
+// shuffles (about three operations a row).
+inline Floats sums_across(const Floats (&rows)[16]) {
   // Pairs: per 128-bit chunk, [r0, r1, r0, r1] partial sums of rows 2i and 2i + 1.
   __m512 pairs[8];
   for (int i = 0; i < 8; ++i)
-    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]), _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(rows[2 * i].v, rows[2 * i + 1].v),
+                             _mm512_unpackhi_ps(rows[2 * i].v, rows[2 * i + 1].v));
   // Quads: per 128-bit chunk, one partial sum of each of rows 4i .. 4i + 3.
   __m512 quads[4];
   for (int i = 0; i < 4; ++i)
@@ -83,20 +72,30 @@ inline __m512 dot_sixteen_rows(const float* a, const std::uint16_t* b, i64 ldb, 
                                    _mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(3, 1, 3, 1)));
   const __m512 q23 = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(2, 0, 2, 0)),
                                    _mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(3, 1, 3, 1)));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(3, 1, 3, 1)));
+  return {_mm512_add_ps(_mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(2, 0, 2, 0)),
+                        _mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(3, 1, 3, 1)))};
 }
 #pragma GCC diagnostic pop
-#elif defined(LORACPP_VECTOR_FLOATS)
-// As dot_sixteen_rows, eight rows at a time (k a multiple of 8), for AVX2.
-inline __m256 dot_eight_rows(const float* a, const std::uint16_t* b, i64 ldb, i64 k) {
-  __m256 acc[8];
-  for (__m256& v : acc) v = _mm256_setzero_ps();
-  for (i64 p = 0; p < k; p += 8) {
-    const __m256 av = _mm256_loadu_ps(a + p);
-    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(av, widen_bf16_eight(b + r * ldb + p), acc[r]);
+#else
+// With AVX2, as a LoRA branch's short dot products are summed.
+inline Floats sums_across(const Floats (&rows)[8]) {
+  const __m256 raw[8] = {rows[0].v, rows[1].v, rows[2].v, rows[3].v, rows[4].v, rows[5].v, rows[6].v, rows[7].v};
+  return {sums_of_eight(raw)};
+}
+#endif
+
+// The dot products of a (k values, a multiple of Floats::kLanes) with as many bf16 rows of b, ldb
+// apart, as one vector: each row's products accumulate in a vector of its own, summed across
+// together at the end. A horizontal sum per row cost more than a 64-value head's products: a
+// generated token's scores against a bf16 KV cache were 6% of a q4_0 token.
+inline Floats dot_rows(const float* a, const std::uint16_t* b, i64 ldb, i64 k) {
+  Floats acc[Floats::kLanes];
+  for (Floats& v : acc) v = Floats::all(0.0f);
+  for (i64 p = 0; p < k; p += Floats::kLanes) {
+    const Floats av = Floats::load(a + p);
+    for (int r = 0; r < Floats::kLanes; ++r) acc[r] = Floats::fma(av, Floats::load_bf16(b + r * ldb + p), acc[r]);
   }
-  return sums_of_eight(acc);
+  return sums_across(acc);
 }
 #endif
 
@@ -186,19 +185,12 @@ class TileProducts {
       float* ci = c + i * ldc;
       if (trans_b) {  // dot products along b's rows (scores against keys)
         i64 j = 0;
-#if defined(__AVX512F__)
-        if (k % 16 == 0)
-          for (; j + 16 <= n; j += 16) {
-            __m512 sums = _mm512_mul_ps(_mm512_set1_ps(alpha), dot_sixteen_rows(ai, b + j * ldb, ldb, k));
-            if (beta != 0.0f) sums = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(ci + j), sums);
-            _mm512_storeu_ps(ci + j, sums);
-          }
-#elif defined(LORACPP_VECTOR_FLOATS)
-        if (k % 8 == 0)
-          for (; j + 8 <= n; j += 8) {
-            __m256 sums = _mm256_mul_ps(_mm256_set1_ps(alpha), dot_eight_rows(ai, b + j * ldb, ldb, k));
-            if (beta != 0.0f) sums = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(ci + j), sums);
-            _mm256_storeu_ps(ci + j, sums);
+#if defined(LORACPP_VECTOR_FLOATS)
+        if (k % Floats::kLanes == 0)
+          for (; j + Floats::kLanes <= n; j += Floats::kLanes) {
+            Floats sums = Floats::all(alpha) * dot_rows(ai, b + j * ldb, ldb, k);
+            if (beta != 0.0f) sums = Floats::fma(Floats::all(beta), Floats::load(ci + j), sums);
+            sums.store(ci + j);
           }
 #endif
         for (; j < n; ++j) {
