@@ -53,6 +53,7 @@ TEST(CpuLoraRows, OnePassMatchesTheReference) {
       for (const i64 rows : {1, 3, 8}) {
         expect_matches_reference(rows, 100, 37, 16, bf16);
         expect_matches_reference(rows, 768, 300, 8, bf16);
+        expect_matches_reference(rows, 100, 37, 13, bf16);  // t's rows of A in groups of 8, 4 and one
       }
   }
   set_num_threads(saved);

@@ -10,6 +10,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/block_dot.h"
+#include "backend/cpu/vec_math.h"
 #include "core/dtype.h"
 
 namespace loracpp::backend::cpu {
@@ -28,6 +29,39 @@ float dot(const float* x, const std::uint16_t* y, i64 n) {
 #pragma omp simd reduction(+ : sum)
   for (i64 p = 0; p < n; ++p) sum += x[p] * bf16_to_float(y[p]);
   return sum;
+}
+
+#if defined(LORACPP_VECTOR_FLOATS)
+// out[q] = x · a's row q for G rows of a, `in` apart: G chains of multiply-adds overlap.
+template <int G>
+void dot_rows_of(const float* x, const float* a, i64 in, float* out) {
+  constexpr i64 kLanes = Floats::kLanes;
+  Floats acc[G];
+  for (Floats& v : acc) v = Floats::all(0.0f);
+  i64 p = 0;
+  for (; p + kLanes <= in; p += kLanes) {
+    const Floats xv = Floats::load(x + p);
+    for (int q = 0; q < G; ++q) acc[q] = Floats::fma(xv, Floats::load(a + q * in + p), acc[q]);
+  }
+  for (int q = 0; q < G; ++q) {
+    float sum = acc[q].sum();
+    for (i64 tail = p; tail < in; ++tail) sum += x[tail] * a[q * in + tail];
+    out[q] = sum;
+  }
+}
+#endif
+
+// out[k] = x · a's row k for k < r (t = x Aᵀ for one row of x), eight rows of a at a time: one
+// row's dot product alone is one chain of multiply-adds, each waiting on the last. On an AVX2 Zen 4,
+// t of r = 16 rows of 768 values cost 3-4 us of a 65 us q8_0 projection ([768, 2048]) that way, 1-2
+// this way.
+void dot_rows_of(const float* x, const float* a, i64 r, i64 in, float* out) {
+  i64 k = 0;
+#if defined(LORACPP_VECTOR_FLOATS)
+  for (; k + 8 <= r; k += 8) dot_rows_of<8>(x, a + k * in, in, out + k);
+  for (; k + 4 <= r; k += 4) dot_rows_of<4>(x, a + k * in, in, out + k);
+#endif
+  for (; k < r; ++k) out[k] = dot(x, a + k * in, in);
 }
 
 }  // namespace
@@ -96,9 +130,7 @@ void lora_rows(const float* x, const void* w, DType w_dtype, [[maybe_unused]] Bl
     // and sharing them out needed a barrier before the expansion, a sleep and a wake-up per
     // projection where threads wait passively.
     std::vector<float> own(static_cast<std::size_t>(rows * r));
-    for (i64 k = 0; k < r; ++k)
-      for (i64 row = 0; row < rows; ++row)
-        own[static_cast<std::size_t>(row * r + k)] = dot(x + row * in, a + k * in, in);
+    for (i64 row = 0; row < rows; ++row) dot_rows_of(x + row * in, a, r, in, own.data() + row * r);
     if (omp_get_thread_num() == 0) std::copy(own.begin(), own.end(), t);
     if (j1 > j0) gemm(false, true, rows, j1 - j0, r, scale, own.data(), r, b + j0 * r, r, 1.0f, y + j0, out);
   }
