@@ -97,9 +97,7 @@ inline Floats dot_rows(const float* a, const std::uint16_t* b, i64 ldb, i64 k) {
   }
   return sums_across(acc);
 }
-#endif
 
-#if defined(LORACPP_VECTOR_FLOATS)
 // c[0, NV vectors) = alpha (sum over p < k of a[p] b's row p) + beta c, b's bf16 rows widened as
 // read: a generated token's probabilities times the values of a bf16 cache. c's vectors stay in
 // registers across all k rows; loaded and stored once for each row of b, they cost as much as the
