@@ -55,6 +55,12 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   exit 0
 fi
 
+if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  echo "bench/run_lora.sh: the peer ($peer) needs Debian's python3-torch, which /usr/bin/python3 cannot import;" \
+    "install it with: apt-get install -y python3-torch libopenblas0-pthread" >&2
+  exit 1
+fi
+
 # The GEMM ceilings: the best reading of one taken before each preset and one at the end, so that
 # a neighbour's burst during one reading does not inflate the shares.
 f32c=0 bf16c=0
