@@ -82,7 +82,9 @@ void lora_rows(const float* x, const void* w, DType w_dtype, [[maybe_unused]] Bl
     // horizontal sum per element of y would cost more than its 16 terms). A's and B's lines are
     // fetched ahead while W's share streams, a few with each of its rows: read in phases of their
     // own before and after the stream, an r=16 q8_0 projection of small took 50 us against the
-    // frozen product's 31-35; fetched ahead, 42-46 us (the rest of that gap is not understood).
+    // frozen product's 31-35; fetched ahead, 42-46 us. On an AVX2 machine the rest of the gap is
+    // all in t and the expansion: leaving both out closes it (the expansion alone from cache: 1 us
+    // of its 3-4 here; why, not found).
     const i64 threads = omp_get_num_threads(), share = (out + threads - 1) / threads;
     const i64 j0 = std::min(out, omp_get_thread_num() * share), j1 = std::min(out, j0 + share);
     const i64 share_rows = std::max<i64>(j1 - j0, 1), a_lines = (r * in + 15) / 16;  // 16 floats a line
