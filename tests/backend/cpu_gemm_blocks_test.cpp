@@ -4,6 +4,7 @@
 // bf16, beta, and lora_rows over such a weight. Each test runs for both block dtypes.
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -172,13 +173,18 @@ TEST(CpuGemmBlocksErrors, AWeightWithoutBlocksIsRefused) {
 
 // lora_rows over a block weight, in f32 or asked for q8_rows: the frozen product multiplies the
 // rows quantised to 8 bits where the CPU has 8-bit dot products; the adapter's products stay f32.
+// The shapes give a single row's path (t shared out between threads, B's rows added in the block
+// kernel) shares of W's rows short and long against the rows that fetch A, a rank with a tail of
+// fewer than 8 values, and a rank below the thread count.
 TEST_P(CpuGemmBlocks, LoraRowsOverABlockWeight) {
   const int saved = num_threads();
   for (const bool q8_rows : {false, true}) {
     for (const int threads : {2, 3}) {
       set_num_threads(threads);
-      for (const i64 rows : {1, 4, 8, 11}) {  // (the op sends at most 8; the kernel takes more in groups)
-        const i64 in = 160, out = 45, r = 8;
+      for (const auto& [rows, out, r] : {std::tuple<i64, i64, i64>{1, 45, 8}, {4, 45, 8}, {8, 45, 8}, {11, 45, 8},
+                                         {1, 600, 13}, {2, 600, 13}, {1, 300, 2}}) {
+        // (the op sends at most 8 rows; the kernel takes more in groups)
+        const i64 in = 160;
         const auto x = sine_values(rows * in, 0.31f), a = sine_values(r * in, 0.17f), b = sine_values(out * r, 0.53f);
         const BlockWeight w = block_weight(GetParam(), out, in, 0.07f);
         std::vector<float> t(static_cast<std::size_t>(rows * r)), y(static_cast<std::size_t>(rows * out));
@@ -194,8 +200,12 @@ TEST_P(CpuGemmBlocks, LoraRowsOverABlockWeight) {
               double tk = 0;
               for (i64 p = 0; p < in; ++p) tk += static_cast<double>(x[row * in + p]) * a[k * in + p];
               want += 1.5 * tk * b[j * r + k];
+              if (j == 0) {
+                ASSERT_NEAR(t[row * r + k], tk, 1e-5 * in) << "row " << row << ", t " << k;
+              }
             }
-            ASSERT_NEAR(y[row * out + j], want, 1e-4 * in) << "row " << row << ", column " << j << ", q8 " << q8_rows;
+            ASSERT_NEAR(y[row * out + j], want, 1e-4 * in)
+                << "row " << row << ", column " << j << " of " << out << ", r " << r << ", q8 " << q8_rows;
           }
       }
     }

@@ -296,43 +296,56 @@ void quantize_q8_rows(const float* x, i64 lda, i64 rows, i64 k, Q8Rows& out) {
     }
 }
 
+// acc + quantised row i's integer sum over its run b (against a block's codes) times d_x d_w.
+template <class Format>
+__m256 add_q8_term(const Q8Rows& x, __m256 acc, const typename Format::Codes& codes, i64 i, i64 b, __m256 dw) {
+  const std::size_t at = static_cast<std::size_t>(i * (x.k / 32) + b);
+  const __m256i sum = Format::add_products(
+      codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes.data() + i * x.k + b * 32)),
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.starts.data() + at * 8)));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_set1_ps(x.scales[at]), dw), acc);
+}
+
+// A block's d in every lane.
+inline __m256 block_scale_lanes(const std::uint8_t* block) {
+  std::uint16_t d;
+  std::memcpy(&d, block, 2);
+  return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(d)));
+}
+
+// The sum of `start`'s lanes and of a single quantised row x's products with the weight row w,
+// into two accumulators. `start` carries what a caller adds to the row's dot product (an unmerged
+// adapter's term, lora_rows) for the price of the lanes it fills.
+template <class Format>
+float dot_block_row_q8(const Q8Rows& x, const std::uint8_t* w, __m256 start) {
+  const i64 blocks = x.k / 32;
+  __m256 acc0 = start, acc1 = _mm256_setzero_ps();
+  i64 b = 0;
+  for (; b + 1 < blocks; b += 2, w += 2 * Format::kBlockBytes) {
+    acc0 = add_q8_term<Format>(x, acc0, Format::codes(w), 0, b, block_scale_lanes(w));
+    const std::uint8_t* next = w + Format::kBlockBytes;
+    acc1 = add_q8_term<Format>(x, acc1, Format::codes(next), 0, b + 1, block_scale_lanes(next));
+  }
+  if (b < blocks) acc0 = add_q8_term<Format>(x, acc0, Format::codes(w), 0, b, block_scale_lanes(w));
+  return sum_lanes(_mm256_add_ps(acc0, acc1));
+}
+
 // out[i] = sum over blocks of d_w d_x (sum of code times q) for each quantised row i of x (at most
 // 8) against one weight row w of x.k values: a block's codes are made once for every row; each
 // run's integer sum is scaled in f32, into two accumulators for a single row.
 template <class Format>
 void dot_block_rows_q8(const Q8Rows& x, const std::uint8_t* w, float* out) {
   const i64 blocks = x.k / 32;
-  // acc + the run's integer sum times d_x d_w.
-  const auto add_term = [&](__m256 acc, const typename Format::Codes& codes, i64 i, i64 b, __m256 dw) {
-    const std::size_t at = static_cast<std::size_t>(i * blocks + b);
-    const __m256i sum = Format::add_products(
-        codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes.data() + i * x.k + b * 32)),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.starts.data() + at * 8)));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_set1_ps(x.scales[at]), dw), acc);
-  };
-  const auto scale_of = [](const std::uint8_t* block) {
-    std::uint16_t d;
-    std::memcpy(&d, block, 2);
-    return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(d)));
-  };
   if (x.rows == 1) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    i64 b = 0;
-    for (; b + 1 < blocks; b += 2, w += 2 * Format::kBlockBytes) {
-      acc0 = add_term(acc0, Format::codes(w), 0, b, scale_of(w));
-      const std::uint8_t* next = w + Format::kBlockBytes;
-      acc1 = add_term(acc1, Format::codes(next), 0, b + 1, scale_of(next));
-    }
-    if (b < blocks) acc0 = add_term(acc0, Format::codes(w), 0, b, scale_of(w));
-    out[0] = sum_lanes(_mm256_add_ps(acc0, acc1));
+    out[0] = dot_block_row_q8<Format>(x, w, _mm256_setzero_ps());
     return;
   }
   __m256 acc[8];
   for (__m256& a : acc) a = _mm256_setzero_ps();
   for (i64 b = 0; b < blocks; ++b, w += Format::kBlockBytes) {
     const typename Format::Codes codes = Format::codes(w);
-    const __m256 dw = scale_of(w);
-    for (i64 i = 0; i < x.rows; ++i) acc[i] = add_term(acc[i], codes, i, b, dw);
+    const __m256 dw = block_scale_lanes(w);
+    for (i64 i = 0; i < x.rows; ++i) acc[i] = add_q8_term<Format>(x, acc[i], codes, i, b, dw);
   }
   for (i64 i = 0; i < x.rows; ++i) out[i] = sum_lanes(acc[i]);
 }
