@@ -99,7 +99,7 @@ for preset in $presets; do
 done
 read_ceilings
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $threads threads;" \
-     "GEMM ceilings at 2048³ (best reading): f32 ${f32c} GFLOP/s (OpenBLAS), bf16 ${bf16c} GFLOP/s" \
+     "GEMM ceilings at 2048³ (best reading): f32 ${f32c} GFLOP/s (the better of OpenBLAS and oneDNN), bf16 ${bf16c} GFLOP/s" \
      "$( ((native_bf16)) && echo "(oneDNN)" || echo "(no native bf16 here: our packed f32 kernel, widening as it packs)")"
 ((peer_bf16)) || echo "The peer's bf16 runs were not run: this CPU has no native bf16 products (PEER_BF16=1 runs them)."
 ((peer_bf16 && !native_bf16)) && echo "The peer's bf16 runs were made once each, of one step after a warm-up step: this CPU has no native bf16 products."
