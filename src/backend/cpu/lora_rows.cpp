@@ -4,7 +4,8 @@
 // thread while the other waited, and read A and B at one thread's rate: an unmerged r=16 adapter on
 // every layer cost 8-12% of a small bf16 generated token against the merged weights, 7-9% so. One
 // row over q8_0 or q4_0 weights quantised to 8 bits (a generated token's usual case) takes a path
-// of its own, one_row_q8, which adds B's rows inside the block kernel.
+// of its own, one_row_q8: t shared out between the threads, each output's adapter term added to its
+// dot product without a product of its own.
 #include <omp.h>
 
 #include <algorithm>
@@ -90,7 +91,7 @@ inline __m256 adapter_term(const float* scaled_t, const float* b_row, i64 r) {
 // stream (at W's byte rate), and waits for the others' shares (long done by then) before it adds
 // the adapter's terms, scale t · B's row, each a few multiply-adds and one horizontal sum.
 // Over q4_0, whose products leave the memory's rate to spare, a row's term starts the block
-// kernel's accumulator, ahead of the horizontal sum that takes anyway, B's rows read in step with
+// kernel's accumulator, ahead of the horizontal sum it takes anyway, B's rows read in step with
 // W's. Over q8_0, whose stream runs at the memory's rate, B's rows read that way cost far more than
 // their bytes (a small token's unmerged cost 15-17% against 7-10% with B read after the stream).
 template <class Format>
