@@ -10,6 +10,10 @@ namespace loracpp::backend {
 
 namespace {
 KernelTable make_cpu_table() {
+  // Which library takes f32 products is read here, on the thread that first asks for a kernel and
+  // before any runs, so that a bad LORACPP_F32_GEMM is refused there and never inside a kernel's
+  // parallel region (where an error cannot leave the region).
+  cpu::f32_products_through_onednn();
   KernelTable table;
 #define LORACPP_KERNEL_FILL(name, ...) table.name = &cpu::name;
   LORACPP_KERNELS(LORACPP_KERNEL_FILL)

@@ -173,9 +173,9 @@ TEST(CpuGemmBlocksErrors, AWeightWithoutBlocksIsRefused) {
 
 // lora_rows over a block weight, in f32 or asked for q8_rows: the frozen product multiplies the
 // rows quantised to 8 bits where the CPU has 8-bit dot products; the adapter's products stay f32.
-// The shapes give a single row's path (t shared out between threads, B's rows added in the block
-// kernel) shares of W's rows short and long against the rows that fetch A, a rank with a tail of
-// fewer than 8 values, and a rank below the thread count.
+// The shapes give a single row's path (t shared out between threads, each output's adapter term
+// added to its dot product) shares of W's rows short and long against the rows that fetch A, a
+// rank with a tail of fewer than 8 values, and a rank below the thread count.
 TEST_P(CpuGemmBlocks, LoraRowsOverABlockWeight) {
   const int saved = num_threads();
   for (const bool q8_rows : {false, true}) {

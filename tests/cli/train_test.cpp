@@ -1,5 +1,7 @@
 // `lora train`, `eval`, `merge`, `generate --adapter` and `inspect` on the real stories260K model,
 // with small settings; bad inputs get one clear error and leave existing outputs alone.
+#include <cstdlib>
+
 #include "backend/cpu/gemm_bf16.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -201,6 +203,18 @@ TEST_F(TrainCli, Bf16BaseTrainsAndSaysWhereItSavesOnlyMemory) {
   EXPECT_TRUE(std::isfinite(summary["train_loss"].get<double>()));
   const bool noted = r.output.find("note: this CPU has no native bf16 products") != std::string::npos;
   EXPECT_EQ(noted, !backend::cpu::bf16_products_native()) << r.output;
+}
+
+// LORACPP_F32_GEMM names the library for f32 products; any other value is refused with one message
+// before training starts, and the command exits 1.
+TEST_F(TrainCli, AnUnknownF32LibraryIsRefused) {
+  ASSERT_EQ(::setenv("LORACPP_F32_GEMM", "mkl", 1), 0);
+  const Result r = lora(common((dir_ / "refused").string()));
+  ::unsetenv("LORACPP_F32_GEMM");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("error: [gemm] LORACPP_F32_GEMM must be openblas or onednn, not 'mkl'"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "refused" / "adapter_model.safetensors"));
 }
 
 // An adapter trains over weights in blocks (products in f32) as over the f32 weights they stand

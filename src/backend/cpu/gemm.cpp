@@ -377,22 +377,22 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
 // Zen 5 (it names them Haswell): a 2048³ product at 187-196 GFLOP/s on a 2-core Zen 5, where
 // oneDNN's sgemm, which picks its kernels by the CPU's instruction sets, runs 350-377 (276 with
 // 2048 terms against a transposed b). So wherever the CPU has AVX-512, oneDNN takes the large f32
-// products. LORACPP_F32_GEMM=openblas or =onednn chooses either.
+// products. LORACPP_F32_GEMM=openblas or =onednn chooses either (oneDNN where the build has it).
 bool f32_products_through_onednn() {
-#if defined(LORACPP_HAVE_ONEDNN)
   static const bool chosen = [] {
     const char* choice = std::getenv("LORACPP_F32_GEMM");
-    if (choice != nullptr && std::string_view(choice) == "openblas") return false;
-    if (choice != nullptr && std::string_view(choice) == "onednn") return true;
-    check(choice == nullptr || *choice == '\0', "gemm", "LORACPP_F32_GEMM must be openblas or onednn, not '{}'",
-          choice == nullptr ? "" : choice);
+    const std::string_view asked = choice == nullptr ? "" : choice;
+    check(asked.empty() || asked == "openblas" || asked == "onednn", "gemm",
+          "LORACPP_F32_GEMM must be openblas or onednn, not '{}'", asked);
+#if defined(LORACPP_HAVE_ONEDNN)
+    if (!asked.empty()) return asked == "onednn";
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return false;  // a build without oneDNN has OpenBLAS only
+#endif
   }();
   return chosen;
-#else
-  return false;
-#endif
 }
 
 }  // namespace loracpp::backend::cpu
