@@ -207,6 +207,25 @@ TEST(CpuGemmBf16, FewRowProductsSharedOutByColumnsMatchTheReference) {
   set_num_threads(saved);
 }
 
+// Products with many rows and enough columns for each thread (a training step's layers) share
+// their columns out in blocks too, several rounds of them where there are many columns: a short
+// last block, blocks of 1024 columns at most over few terms and fewer over more, each beta, with
+// two and three threads; past kMostTerms terms they stay with oneDNN's threads.
+TEST(CpuGemmBf16, WideProductsSharedOutByColumnsMatchTheReference) {
+  const int saved = num_threads();
+  for (const int threads : {2, 3}) {
+    set_num_threads(threads);
+    for (const bool trans_b : {true, false})
+      for (const float beta : {0.0f, 1.0f, -2.0f}) {
+        expect_bf16_matches_reference(trans_b, 40, 2500, 600, 0.5f, beta);  // 4 blocks, the last short
+        expect_bf16_matches_reference(trans_b, 33, 4200, 64, 0.5f, beta);   // blocks of 1024 columns
+        expect_bf16_matches_reference(trans_b, 70, 257, 1500, 0.5f, beta);  // two threads of three
+      }
+    expect_bf16_matches_reference(true, 40, 300, 4097, 0.5f, 1.0f);
+  }
+  set_num_threads(saved);
+}
+
 // A LoRA branch's expansions t Bᵀ and u A: at most 32 terms, added into c, through our short-inner
 // kernel with AVX512-BF16: odd term counts (the last pair half empty), column counts around its
 // blocks of 64 and partial vectors, row counts around its groups of 16, each beta, and threaded.

@@ -2,8 +2,9 @@
 // AVX512-BF16 where the CPU has it, about twice the f32 GEMM rate; a matmul primitive is built
 // once per shape and kept. Products with at most 16 columns (a LoRA branch's x Aᵀ and g B) and
 // those with at most 32 terms (its expansions t Bᵀ and u A) run through our own kernels there
-// (gemm_bf16_narrow.h, gemm_bf16_short.h), and those with few rows share their columns out between
-// the threads (oneDNN gives them one thread). Where oneDNN has no bf16 product for this CPU
+// (gemm_bf16_narrow.h, gemm_bf16_short.h). Those with few rows, or enough columns for each
+// thread, share their columns out between the threads, a block each through the thread's own
+// primitives (see kWideColumnsEach). Where oneDNN has no bf16 product for this CPU
 // (one without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's
 // (gemm_packed.h), which widens the operands to f32 as it packs them: the same values, since a
 // product of two bf16 values is exact in f32.
@@ -11,6 +12,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <tuple>
 #include <vector>
@@ -70,16 +72,30 @@ OneDnn& onednn() {
 
 // The same products for one thread of an OpenMP team: its own primitives and stream, so team
 // members never wait on each other, and oneDNN runs the product on the calling thread alone. Each
-// shape keeps its memory objects too; a call only points them at its operands.
+// shape keeps its memory objects too; a call only points them at its operands. The thread's
+// products share one scratch buffer (where oneDNN packs blocks of the operands), grown to the
+// largest they ask for: left to oneDNN, each call allocated its own, and a product of 1024 columns
+// and 2048 terms faulted in about 13 MB of fresh pages per call.
 struct SerialOneDnn {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   struct Product {
     dnnl::matmul matmul;
-    dnnl::memory a, b, c;
+    dnnl::memory a, b, c, scratch;
   };
   using Key = std::tuple<bool, bool, i64, i64, i64, i64, i64, i64, float, float>;
   std::map<Key, Product> products;
+  std::unique_ptr<std::byte[]> scratch;
+  std::size_t scratch_bytes = 0;
+
+  // The scratch buffer, at least `bytes` long.
+  std::byte* scratch_of(std::size_t bytes) {
+    if (bytes > scratch_bytes) {
+      scratch = std::make_unique_for_overwrite<std::byte[]>(bytes);
+      scratch_bytes = bytes;
+    }
+    return scratch.get();
+  }
 };
 #endif
 
@@ -90,18 +106,38 @@ struct SerialOneDnn {
 constexpr i64 kFewRows = 32;
 // Columns per thread below which sharing them out costs more than it saves.
 constexpr i64 kColumnsEach = 64;
+// Columns per thread from which a product shares out its columns between the threads, in blocks
+// each multiplied through the thread's own primitives, rather than being handed to oneDNN's
+// threads. oneDNN 2.6 splits a training step's products (1024 rows, 288 to 49152 columns) by rows
+// there, and every thread packs all of b: on a Zen 5, two threads reached a median 536-675
+// GFLOP/s that way and 653-735 with the columns shared out (the output layer's [512, 288] x
+// [288, 32000] 536 -> 721). With fewer columns each (96: SmolLM's k and v) oneDNN's way stayed
+// ahead, and with more terms than kMostTerms (the output layer's input gradient, whose 32000 terms
+// every block would read again) as well.
+constexpr i64 kWideColumnsEach = 128;
+constexpr i64 kMostTerms = 4096;
+// A block's size: at most kMostColumns columns and, past 256, kMostBlock of b's values. One
+// thread's single call over 16000 of the output layer's columns ran at a third of its rate in most
+// runs, calls of 1000 columns at full rate; 2048³ ran best in blocks of 256 columns.
+constexpr i64 kMostColumns = 1024;
+constexpr i64 kMostBlock = i64{1} << 19;
 
 #if defined(LORACPP_HAVE_ONEDNN)
-// c = alpha a op(b) + beta c for few rows of c, blocks of its columns (multiples of 16) shared out
-// between the threads, each multiplied through the thread's own primitives. False, with c
-// untouched, where the product is not such a one or there are no threads to share it with.
-bool few_rows_by_column_blocks(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
-                               const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+// c = alpha a op(b) + beta c with blocks of c's columns (multiples of 16) shared out between the
+// threads, each multiplied through the thread's own primitives: for few rows of c (a block per
+// thread), or enough columns for each thread and not too many terms. False, with c untouched,
+// where the product is neither or there are no threads to share it with.
+bool columns_shared_out(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                        const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  const bool few_rows = m <= kFewRows;
+  if (!few_rows && k > kMostTerms) return false;
   const i64 threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const i64 parts = std::min(threads, n / kColumnsEach);
-  if (m > kFewRows || parts < 2) return false;
+  const i64 team = std::min(threads, n / (few_rows ? kColumnsEach : kWideColumnsEach));
+  if (team < 2) return false;
+  const i64 most = std::clamp<i64>(kMostBlock / std::max<i64>(k, 1), 256, kMostColumns);
+  const i64 rounds = few_rows ? 1 : (n + team * most - 1) / (team * most), parts = team * rounds;
   const i64 block = (n + parts * 16 - 1) / (parts * 16) * 16;
-#pragma omp parallel for num_threads(static_cast<int>(parts))
+#pragma omp parallel for num_threads(static_cast<int>(team)) schedule(dynamic)
   for (i64 part = 0; part < parts; ++part) {
     const i64 j0 = part * block, columns = std::min(block, n - j0);
     if (columns <= 0) continue;
@@ -193,7 +229,7 @@ void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16
     // 8) oneDNN stays ahead.
     if (trans_b && m <= kInPlaceRows)
       return product_reading_bf16(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    if (few_rows_by_column_blocks(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+    if (columns_shared_out(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
     auto& dnn = onednn();
     std::lock_guard lock(dnn.mutex);
     auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc, alpha, beta);
@@ -241,19 +277,24 @@ void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alp
     const dnnl::memory::desc a_desc({m, k}, dt::bf16, trans_a ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
     const dnnl::memory::desc b_desc({k, n}, dt::bf16, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
     const dnnl::memory::desc c_desc({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_desc, c_desc), scaled_sum(alpha, beta),
-                                          dnn.engine);
+    dnnl::primitive_attr attr = scaled_sum(alpha, beta);
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_desc, c_desc), attr, dnn.engine);
     SerialOneDnn::Product product{dnnl::matmul(pd), dnnl::memory(a_desc, dnn.engine, DNNL_MEMORY_NONE),
                                   dnnl::memory(b_desc, dnn.engine, DNNL_MEMORY_NONE),
-                                  dnnl::memory(c_desc, dnn.engine, DNNL_MEMORY_NONE)};
+                                  dnnl::memory(c_desc, dnn.engine, DNNL_MEMORY_NONE),
+                                  dnnl::memory(pd.scratchpad_desc(), dnn.engine, DNNL_MEMORY_NONE)};
     it = dnn.products.emplace(key, std::move(product)).first;
   }
   auto& product = it->second;
   product.a.set_data_handle(const_cast<std::uint16_t*>(a));
   product.b.set_data_handle(const_cast<std::uint16_t*>(b));
   product.c.set_data_handle(c);
-  product.matmul.execute(dnn.stream,
-                         {{DNNL_ARG_SRC, product.a}, {DNNL_ARG_WEIGHTS, product.b}, {DNNL_ARG_DST, product.c}});
+  product.scratch.set_data_handle(dnn.scratch_of(product.scratch.get_desc().get_size()));
+  product.matmul.execute(dnn.stream, {{DNNL_ARG_SRC, product.a},
+                                      {DNNL_ARG_WEIGHTS, product.b},
+                                      {DNNL_ARG_DST, product.c},
+                                      {DNNL_ARG_SCRATCHPAD, product.scratch}});
   dnn.stream.wait();
 #endif
 }
