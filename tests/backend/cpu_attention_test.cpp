@@ -113,5 +113,74 @@ TEST(CpuAttention, Bf16KeysAndValuesReadInPlaceGiveTheirWidenedValuesResult) {
         for (const i64 dim : {32, 20, 136}) expect_bf16_kv_as_widened(q_len, bf16, group, dim);
 }
 
+// Attention over more query rows than a tile holds (three tiles, the last short), grouped-query and
+// causal with earlier keys, against a direct double-precision computation of the output and the
+// q, k, v gradients. bf16 tile products round q, k, v, the probabilities and their gradients to
+// bf16, so they are held to a bf16-sized tolerance.
+void expect_tiles_match_direct_attention(bool bf16) {
+  const i64 kv_heads = 2, group = 2, q_len = 300, kv_len = 310, dim = 16;
+  const float scale = 1.0f / std::sqrt(16.0f);
+  const AttentionGeometry g{1, kv_heads, group, q_len, kv_len, dim, dim, scale, true, 0, 0, bf16};
+  const i64 q_rows = kv_heads * group * q_len;
+  const auto q = values(static_cast<std::size_t>(q_rows * dim), 0.37f);
+  const auto k = values(static_cast<std::size_t>(kv_heads * kv_len * dim), 0.11f);
+  const auto v = values(static_cast<std::size_t>(kv_heads * kv_len * dim), 0.23f);
+  const auto dout = values(static_cast<std::size_t>(q_rows * dim), 0.05f);
+  std::vector<float> out(q.size()), lse(static_cast<std::size_t>(q_rows)), dq(q.size()), dk(k.size()), dv(v.size());
+  attention_forward(q.data(), k.data(), v.data(), nullptr, out.data(), lse.data(), g);
+  attention_backward(q.data(), k.data(), v.data(), nullptr, out.data(), lse.data(), dout.data(), dq.data(), dk.data(),
+                     dv.data(), g);
+
+  std::vector<double> want_out(q.size()), want_dq(q.size()), want_dk(k.size()), want_dv(v.size());
+  for (i64 head = 0; head < kv_heads * group; ++head) {
+    const i64 kvh = head / group;
+    auto at = [dim](const std::vector<float>& x, i64 row, i64 c) { return static_cast<double>(x[row * dim + c]); };
+    for (i64 i = 0; i < q_len; ++i) {
+      const i64 qi = head * q_len + i, visible = i + kv_len - q_len + 1;
+      std::vector<double> p(static_cast<std::size_t>(visible)), dp(p.size());
+      double max = -1e300, sum = 0, delta = 0;
+      for (i64 j = 0; j < visible; ++j) {
+        double s = 0;
+        for (i64 c = 0; c < dim; ++c) s += at(q, qi, c) * at(k, kvh * kv_len + j, c);
+        p[j] = scale * s;
+        max = std::max(max, p[j]);
+      }
+      for (auto& x : p) sum += (x = std::exp(x - max));
+      for (i64 j = 0; j < visible; ++j) {
+        p[j] /= sum;
+        double d = 0;
+        for (i64 c = 0; c < dim; ++c) {
+          want_out[qi * dim + c] += p[j] * at(v, kvh * kv_len + j, c);
+          want_dv[(kvh * kv_len + j) * dim + c] += p[j] * at(dout, qi, c);
+          d += at(dout, qi, c) * at(v, kvh * kv_len + j, c);
+        }
+        dp[j] = d;
+        delta += p[j] * d;
+      }
+      for (i64 j = 0; j < visible; ++j) {
+        const double ds = p[j] * (dp[j] - delta) * scale;
+        for (i64 c = 0; c < dim; ++c) {
+          want_dq[qi * dim + c] += ds * at(k, kvh * kv_len + j, c);
+          want_dk[(kvh * kv_len + j) * dim + c] += ds * at(q, qi, c);
+        }
+      }
+    }
+  }
+  const double tolerance = bf16 ? 3e-2 : 2e-5;
+  auto expect_near = [&](const std::vector<float>& got, const std::vector<double>& want, const char* what) {
+    for (std::size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], tolerance) << what << "[" << i << "] bf16 " << bf16;
+  };
+  expect_near(out, want_out, "out");
+  expect_near(dq, want_dq, "dq");
+  expect_near(dk, want_dk, "dk");
+  expect_near(dv, want_dv, "dv");
+}
+
+TEST(CpuAttention, TilesOverALongSequenceMatchADirectComputation) {
+  expect_tiles_match_direct_attention(false);
+  expect_tiles_match_direct_attention(true);
+}
+
 }  // namespace
 }  // namespace loracpp::backend::cpu
