@@ -1,8 +1,10 @@
 // Fused attention on the CPU, flash-style: scores exist only as one tile of query rows against
 // the keys they may see, in a thread's own buffer; the forward pass keeps the log-sum-exp of
 // each row, and the backward pass recomputes its tile of probabilities from it. Tiles are
-// multiplied inside an OpenMP loop over heads, each on its own thread: in f32 through OpenBLAS,
-// or, when the geometry asks for bf16 products, in bf16 with f32 accumulation through oneDNN.
+// multiplied inside an OpenMP loop over heads, each on its own thread: in f32 as gemm's large
+// products are (gemm_f32_serial: oneDNN's sgemm on CPUs with AVX-512, where Debian's OpenBLAS
+// runs AVX2 kernels, else OpenBLAS), or, when the geometry asks for bf16 products, in bf16 with
+// f32 accumulation through oneDNN.
 // Softmax, masking and the log-sum-exp stay f32 either way. Keys and values may also come in bf16
 // (a KV cache on the bf16 path), read in place; f32 tiles widen them as they read them.
 #include <cblas.h>
@@ -32,7 +34,7 @@ i64 tile_rows(bool bf16) { return bf16 ? 128 : 64; }
 // Query rows from which a call multiplies in bf16 (see bf16_products).
 constexpr i64 kBf16Rows = 64;
 
-// The f32 tiles are multiplied inside an OpenMP team, one BLAS call per thread. OpenBLAS allowed
+// The f32 tiles are multiplied inside an OpenMP team, one library call per thread. OpenBLAS allowed
 // threads of its own there splits each call into parts that wait on each other on one thread: 5
 // instead of 110 GFLOP/s on the small preset's attention. So for the span of a fused attention
 // call it gets one thread; its OpenMP build sets OpenMP's thread count along with its own, and
@@ -164,9 +166,7 @@ class TileProducts {
       widening_b(trans_a, trans_b, m, n, k, alpha, a.f32, lda, b.bf16, ldb, beta, c, ldc);
       return;
     }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a.f32,
-                static_cast<blasint>(lda), b.f32, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+    gemm_f32_serial(trans_a, trans_b, m, n, k, alpha, a.f32, lda, b.f32, ldb, beta, c, ldc);
   }
 
   // n values made in this tile as an operand; in bf16 their rounding replaces the previous tile

@@ -373,6 +373,18 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
 }
 
+void gemm_f32_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
+                     const float* b, i64 ldb, float beta, float* c, i64 ldc) {
+#if defined(LORACPP_HAVE_ONEDNN)
+  if (f32_products_through_onednn() &&
+      dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == dnnl_success)
+    return;
+#endif
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+}
+
 // Debian 12's OpenBLAS (0.3.21) knows AMD's CPUs up to Zen 3 and runs its AVX2 kernels on Zen 4 and
 // Zen 5 (it names them Haswell): a 2048³ product at 187-196 GFLOP/s on a 2-core Zen 5, where
 // oneDNN's sgemm, which picks its kernels by the CPU's instruction sets, runs 350-377 (276 with
