@@ -2,7 +2,7 @@
 // the keys they may see, in a thread's own buffer; the forward pass keeps the log-sum-exp of
 // each row, and the backward pass recomputes its tile of probabilities from it. Tiles are
 // multiplied inside an OpenMP loop over heads, each on its own thread: in f32 as gemm's large
-// products are (gemm_f32_serial: oneDNN's sgemm on CPUs with AVX-512, where Debian's OpenBLAS
+// products are (f32_library_gemm: oneDNN's sgemm on CPUs with AVX-512, where Debian's OpenBLAS
 // runs AVX2 kernels, else OpenBLAS), or, when the geometry asks for bf16 products, in bf16 with
 // f32 accumulation through oneDNN.
 // Softmax, masking and the log-sum-exp stay f32 either way. Keys and values may also come in bf16
@@ -166,7 +166,7 @@ class TileProducts {
       widening_b(trans_a, trans_b, m, n, k, alpha, a.f32, lda, b.bf16, ldb, beta, c, ldc);
       return;
     }
-    gemm_f32_serial(trans_a, trans_b, m, n, k, alpha, a.f32, lda, b.f32, ldb, beta, c, ldc);
+    f32_library_gemm(trans_a, trans_b, m, n, k, alpha, a.f32, lda, b.f32, ldb, beta, c, ldc);
   }
 
   // n values made in this tile as an operand; in bf16 their rounding replaces the previous tile

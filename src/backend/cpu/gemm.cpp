@@ -363,18 +363,11 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
   if (m <= kNarrowWidth && trans_a && !trans_b)
     return narrow_transposed_product(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
-#if defined(LORACPP_HAVE_ONEDNN)
-  if (f32_products_through_onednn() &&
-      dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == dnnl_success)
-    return;
-#endif
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+  f32_library_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void gemm_f32_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
-                     const float* b, i64 ldb, float beta, float* c, i64 ldc) {
+void f32_library_gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
+                      const float* b, i64 ldb, float beta, float* c, i64 ldc) {
 #if defined(LORACPP_HAVE_ONEDNN)
   if (f32_products_through_onednn() &&
       dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == dnnl_success)
