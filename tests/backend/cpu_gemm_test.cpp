@@ -210,8 +210,10 @@ TEST(CpuGemmBf16, FewRowProductsSharedOutByColumnsMatchTheReference) {
 // Products with many rows and enough columns for each thread (a training step's layers) share
 // their columns out in blocks too, several rounds of them where there are many columns: a short
 // last block, blocks of 1024 columns at most over few terms and fewer over more, each beta, with
-// two and three threads; past kMostTerms terms they stay with oneDNN's threads.
-TEST(CpuGemmBf16, WideProductsSharedOutByColumnsMatchTheReference) {
+// two and three threads. Past kMostTerms terms (the output layer's input gradient) they share out
+// their terms instead, each thread's span in steps summed into an output of its own: one step and
+// several, the last span short.
+TEST(CpuGemmBf16, WideProductsSharedOutBetweenTheThreadsMatchTheReference) {
   const int saved = num_threads();
   for (const int threads : {2, 3}) {
     set_num_threads(threads);
@@ -221,7 +223,11 @@ TEST(CpuGemmBf16, WideProductsSharedOutByColumnsMatchTheReference) {
         expect_bf16_matches_reference(trans_b, 33, 4200, 64, 0.5f, beta);   // blocks of 1024 columns
         expect_bf16_matches_reference(trans_b, 70, 257, 1500, 0.5f, beta);  // two threads of three
       }
-    expect_bf16_matches_reference(true, 40, 300, 4097, 0.5f, 1.0f);
+    for (const bool trans_b : {true, false})
+      for (const float beta : {0.0f, -2.0f}) {
+        expect_bf16_matches_reference(trans_b, 40, 300, 4097, 0.5f, beta);
+        expect_bf16_matches_reference(trans_b, 36, 700, 5000, 0.5f, beta);
+      }
   }
   set_num_threads(saved);
 }

@@ -146,6 +146,47 @@ bool columns_shared_out(bool trans_b, i64 m, i64 n, i64 k, float alpha, const st
   }
   return true;
 }
+
+// Outputs (m x n) up to which a product with more than kMostTerms terms shares its terms out
+// instead: each thread's partial product is held whole until they are summed.
+constexpr i64 kMostSummedOutputs = i64{1} << 20;
+
+// c = alpha a op(b) + beta c for a product with more than kMostTerms terms and a small output (the
+// output layer's input gradient: 32000 terms into [512, 288]): the terms are shared out in equal
+// spans (multiples of 32), each thread multiplies its span of a's columns and b's rows into an
+// output of its own, a step of terms at a time, and the partial outputs are summed into c. Each thread packs only its span of
+// b, where oneDNN's threads each packed all of it. False, with c untouched, where the product is
+// not such a one or there are no threads to share it with.
+bool terms_shared_out(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                      const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  const i64 team = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (k <= kMostTerms || m <= kFewRows || team < 2 || m * n * team > kMostSummedOutputs) return false;
+  const i64 span = (k + team * 32 - 1) / (team * 32) * 32;
+  // A thread's span in steps of at most kMostBlock of b's values (see kMostBlock), multiples of 32.
+  const i64 step = std::max<i64>(256, kMostBlock / std::max<i64>(n, 1) / 32 * 32);
+  const auto partial = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(team * m * n));
+#pragma omp parallel num_threads(static_cast<int>(team))
+  {
+    const i64 part = omp_get_thread_num(), p0 = std::min(k, part * span), p1 = std::min(k, p0 + span);
+    float* out = partial.get() + part * m * n;
+    if (p1 == p0) std::fill(out, out + m * n, 0.0f);
+    for (i64 q0 = p0; q0 < p1; q0 += step) {  // the span in steps, each added into the partial output
+      gemm_bf16_serial(false, trans_b, m, n, std::min(step, p1 - q0), alpha, a + q0, lda,
+                       trans_b ? b + q0 : b + q0 * ldb, ldb, q0 == p0 ? 0.0f : 1.0f, out, n);
+    }
+#pragma omp barrier
+#pragma omp for
+    for (i64 i = 0; i < m; ++i) {
+      float* ci = c + i * ldc;
+      for (i64 j = 0; j < n; ++j) {
+        float sum = beta == 0.0f ? 0.0f : beta * ci[j];
+        for (i64 q = 0; q < team; ++q) sum += partial[static_cast<std::size_t>((q * m + i) * n + j)];
+        ci[j] = sum;
+      }
+    }
+  }
+  return true;
+}
 #endif
 
 // Rows of c up to which a product reads b's bf16 values in place (a generated token's layers):
@@ -230,6 +271,7 @@ void gemm_bf16(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16
     if (trans_b && m <= kInPlaceRows)
       return product_reading_bf16(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (columns_shared_out(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+    if (terms_shared_out(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
     auto& dnn = onednn();
     std::lock_guard lock(dnn.mutex);
     auto& matmul = dnn.primitive(trans_b, m, n, k, lda, ldb, ldc, alpha, beta);
