@@ -190,21 +190,29 @@ TEST(CpuGemmBf16, NarrowProductsMatchTheReference) {
     }
 }
 
+// Runs check with two threads and then three, and puts the thread count back.
+template <class Check>
+void with_two_and_three_threads(const Check& check) {
+  const int saved = num_threads();
+  for (const int threads : {2, 3}) {
+    set_num_threads(threads);
+    check();
+  }
+  set_num_threads(saved);
+}
+
 // Products with few rows of c (an adapter's weight gradients, a generated token's layers) share
 // their columns out between the threads in blocks of 16: column counts that leave the last block
 // short or leave a thread without a block, each beta, with two and three threads.
 TEST(CpuGemmBf16, FewRowProductsSharedOutByColumnsMatchTheReference) {
-  const int saved = num_threads();
-  for (const int threads : {2, 3}) {
-    set_num_threads(threads);
+  with_two_and_three_threads([] {
     for (const bool trans_b : {true, false})
       for (const float beta : {0.0f, 1.0f, -2.0f}) {
         expect_bf16_matches_reference(trans_b, 1, 161, 300, 0.5f, beta);
         expect_bf16_matches_reference(trans_b, 16, 200, 1025, 0.5f, beta);
         expect_bf16_matches_reference(trans_b, 32, 129, 40, 0.5f, beta);
       }
-  }
-  set_num_threads(saved);
+  });
 }
 
 // Products with many rows and enough columns for each thread (a training step's layers) share
@@ -214,9 +222,7 @@ TEST(CpuGemmBf16, FewRowProductsSharedOutByColumnsMatchTheReference) {
 // their terms instead, each thread's span in steps summed into an output of its own: one step and
 // several, the last span short.
 TEST(CpuGemmBf16, WideProductsSharedOutBetweenTheThreadsMatchTheReference) {
-  const int saved = num_threads();
-  for (const int threads : {2, 3}) {
-    set_num_threads(threads);
+  with_two_and_three_threads([] {
     for (const bool trans_b : {true, false})
       for (const float beta : {0.0f, 1.0f, -2.0f}) {
         expect_bf16_matches_reference(trans_b, 40, 2500, 600, 0.5f, beta);  // 4 blocks, the last short
@@ -228,8 +234,7 @@ TEST(CpuGemmBf16, WideProductsSharedOutBetweenTheThreadsMatchTheReference) {
         expect_bf16_matches_reference(trans_b, 40, 300, 4097, 0.5f, beta);
         expect_bf16_matches_reference(trans_b, 36, 700, 5000, 0.5f, beta);
       }
-  }
-  set_num_threads(saved);
+  });
 }
 
 // A LoRA branch's expansions t Bᵀ and u A: at most 32 terms, added into c, through our short-inner
