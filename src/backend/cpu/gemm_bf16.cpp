@@ -3,8 +3,9 @@
 // once per shape and kept. Products with at most 16 columns (a LoRA branch's x Aᵀ and g B) and
 // those with at most 32 terms (its expansions t Bᵀ and u A) run through our own kernels there
 // (gemm_bf16_narrow.h, gemm_bf16_short.h). Those with few rows, or enough columns for each
-// thread, share their columns out between the threads, a block each through the thread's own
-// primitives (see kWideColumnsEach). Where oneDNN has no bf16 product for this CPU
+// thread, share their columns out between the threads, blocks through each thread's own
+// primitives (see kWideColumnsEach), and those with very many terms and a small output share
+// their terms out (terms_shared_out). Where oneDNN has no bf16 product for this CPU
 // (one without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's
 // (gemm_packed.h), which widens the operands to f32 as it packs them: the same values, since a
 // product of two bf16 values is exact in f32.
@@ -74,8 +75,7 @@ OneDnn& onednn() {
 // members never wait on each other, and oneDNN runs the product on the calling thread alone. Each
 // shape keeps its memory objects too; a call only points them at its operands. The thread's
 // products share one scratch buffer (where oneDNN packs blocks of the operands), grown to the
-// largest they ask for: left to oneDNN, each call allocated its own, and a product of 1024 columns
-// and 2048 terms faulted in about 13 MB of fresh pages per call.
+// largest they ask for, so that a call allocates nothing.
 struct SerialOneDnn {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
