@@ -153,10 +153,11 @@ constexpr i64 kMostSummedOutputs = i64{1} << 20;
 
 // c = alpha a op(b) + beta c for a product with more than kMostTerms terms and a small output (the
 // output layer's input gradient: 32000 terms into [512, 288]): the terms are shared out in equal
-// spans (multiples of 32), each thread multiplies its span of a's columns and b's rows into an
-// output of its own, a step of terms at a time, and the partial outputs are summed into c. Each thread packs only its span of
-// b, where oneDNN's threads each packed all of it. False, with c untouched, where the product is
-// not such a one or there are no threads to share it with.
+// spans (multiples of 32), each span's product of a's columns and b's rows goes into an output of
+// its own, a step of terms at a time, and the partial outputs are summed into c. Each thread packs
+// only its span of b, where oneDNN's threads each packed all of it. The spans are a loop's items,
+// so a team given fewer threads than asked still computes every one. False, with c untouched,
+// where the product is not such a one or there are no threads to share it with.
 bool terms_shared_out(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
                       const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   const i64 team = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -167,14 +168,15 @@ bool terms_shared_out(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std:
   const auto partial = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(team * m * n));
 #pragma omp parallel num_threads(static_cast<int>(team))
   {
-    const i64 part = omp_get_thread_num(), p0 = std::min(k, part * span), p1 = std::min(k, p0 + span);
-    float* out = partial.get() + part * m * n;
-    if (p1 == p0) std::fill(out, out + m * n, 0.0f);
-    for (i64 q0 = p0; q0 < p1; q0 += step) {  // the span in steps, each added into the partial output
-      gemm_bf16_serial(false, trans_b, m, n, std::min(step, p1 - q0), alpha, a + q0, lda,
-                       trans_b ? b + q0 : b + q0 * ldb, ldb, q0 == p0 ? 0.0f : 1.0f, out, n);
-    }
-#pragma omp barrier
+#pragma omp for schedule(static, 1)
+    for (i64 part = 0; part < team; ++part) {
+      const i64 p0 = std::min(k, part * span), p1 = std::min(k, p0 + span);
+      float* out = partial.get() + part * m * n;
+      if (p1 == p0) std::fill(out, out + m * n, 0.0f);
+      for (i64 q0 = p0; q0 < p1; q0 += step)  // the span in steps, each added into the partial output
+        gemm_bf16_serial(false, trans_b, m, n, std::min(step, p1 - q0), alpha, a + q0, lda,
+                         trans_b ? b + q0 : b + q0 * ldb, ldb, q0 == p0 ? 0.0f : 1.0f, out, n);
+    }  // the loop's end waits for every span
 #pragma omp for
     for (i64 i = 0; i < m; ++i) {
       float* ci = c + i * ldc;
