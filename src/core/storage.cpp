@@ -20,6 +20,35 @@ namespace loracpp {
 
 namespace {
 
+// Blocks from kHugePage up are mapped on their own, aligned to it, and advised to the kernel for
+// transparent huge pages (where it grants them only on request): the first touch of each 2 MiB
+// then faults once instead of 512 times. On a paravirtualised 2-core VM each small fault cost about
+// 12 us, and a tiny LoRA step's first pass through fresh blocks spent 4-10 ms per frozen product
+// in faults; the bench's first timed step ran 5% slower than the later ones for it.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+void* allocate_block(std::size_t size) {
+  if (size < kHugePage) return std::aligned_alloc(64, size);
+  const std::size_t mapped = size + kHugePage;  // room to align the start
+  void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  const auto start = reinterpret_cast<std::uintptr_t>(raw);
+  const std::uintptr_t aligned = (start + kHugePage - 1) / kHugePage * kHugePage, end = aligned + size;
+  if (aligned > start) ::munmap(raw, aligned - start);
+  if (start + mapped > end) ::munmap(reinterpret_cast<void*>(end), start + mapped - end);
+  ::madvise(reinterpret_cast<void*>(aligned), size, MADV_HUGEPAGE);  // advice only: without it, small pages
+  return reinterpret_cast<void*>(aligned);
+}
+
+// Frees a block from allocate_block of that size.
+void free_block(void* block, std::size_t size) {
+  if (size < kHugePage) {
+    std::free(block);
+  } else {
+    ::munmap(block, size);
+  }
+}
+
 // Tensors come and go by the thousand per training step, many of them megabytes large, and each
 // step asks for the same sizes again. Freed large blocks are kept (up to a cap) and handed out
 // again for the same rounded size, so their pages are not faulted in afresh every step.
@@ -52,7 +81,7 @@ class BlockCache {
   }
   void trim() {
     std::lock_guard lock(mutex_);
-    for (auto& [size, block] : blocks_) std::free(block);
+    for (auto& [size, block] : blocks_) free_block(block, size);
     blocks_.clear();
     cached_ = 0;
   }
@@ -65,7 +94,7 @@ class BlockCache {
         return;
       }
     }
-    std::free(block);
+    free_block(block, size);
   }
 
  private:
@@ -109,7 +138,7 @@ std::shared_ptr<Storage> Storage::allocate(std::size_t nbytes, Device device, bo
   std::shared_ptr<Storage> storage(new Storage());
   std::size_t size = BlockCache::rounded(nbytes);
   void* data = block_cache().take(size, &size);
-  if (!data) data = std::aligned_alloc(64, size);
+  if (!data) data = allocate_block(size);
   if (!data) fail("storage", "out of memory allocating {} bytes", nbytes);
   if (zero_fill) std::memset(data, 0, size);
   storage->data_ = static_cast<std::byte*>(data);

@@ -105,6 +105,28 @@ TEST(Storage, OutOfBoundsViewsAreRefused) {
                                           "[storage] cannot open /nonexistent/model.bin"));
 }
 
+// Blocks of 2 MiB and more are mapped on their own (aligned for huge pages) and, freed, kept for
+// the next allocation of their size; small ones come from malloc. Each is zero-filled when asked,
+// holds what is written to the last byte, and goes back to the system on release.
+TEST(Storage, LargeAndSmallBlocksAreZeroedWritableAndReused) {
+  for (const std::size_t nbytes : {std::size_t{1000}, std::size_t{3} << 20, (std::size_t{5} << 20) + 12345}) {
+    for (int round = 0; round < 2; ++round) {  // the second round takes the first one's freed block
+      const auto storage = Storage::allocate(nbytes);
+      ASSERT_EQ(storage->nbytes(), nbytes);
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(storage->data()) % 64, 0u);
+      std::byte* bytes = storage->mutable_data();
+      std::size_t nonzero = 0;
+      for (std::size_t i = 0; i < nbytes; ++i) nonzero += bytes[i] != std::byte{0};
+      EXPECT_EQ(nonzero, 0u) << nbytes << " bytes, round " << round;
+      for (std::size_t i = 0; i < nbytes; ++i) bytes[i] = static_cast<std::byte>(i * 7 + 1);
+      EXPECT_EQ(bytes[nbytes - 1], static_cast<std::byte>((nbytes - 1) * 7 + 1));
+    }
+  }
+  Storage::release_cached_blocks();
+  const auto again = Storage::allocate(std::size_t{3} << 20);
+  EXPECT_EQ(again->data()[(std::size_t{3} << 20) - 1], std::byte{0});
+}
+
 TEST(Tensor, RandomTensorsDependOnlyOnTheSeed) {
   Rng a(42), b(42), c(43);
   EXPECT_EQ(randn({5}, a).to_floats(), randn({5}, b).to_floats());
