@@ -82,6 +82,13 @@ struct AttentionGeometry {
      packed); c is not read when beta is 0 */                                                                \
   X(gemm_bf16, void(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,        \
                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc))                         \
+  /* c[m,n] (f32) = a[m,k] op(b) + scale t[m,r] op(l), all bf16 with f32 accumulation: a frozen product \
+     and a LoRA branch's rank-r expansion in one pass over c (y = x Wᵀ + s t Bᵀ with l = B [n,r] and      \
+     trans_b; dx = g W + s u A with l = A [r,n]). op(l) reads l as gemm_bf16 reads b; c is not read.      \
+     Optional: ops fall back to two gemm_bf16 calls where a backend leaves it out */                      \
+  X(gemm_bf16_low_rank, void(bool trans_b, i64 m, i64 n, i64 k, i64 r, const std::uint16_t* a, i64 lda,    \
+                             const std::uint16_t* b, i64 ldb, float scale, const std::uint16_t* t, i64 ldt, \
+                             const std::uint16_t* l, i64 ldl, float* c, i64 ldc))                           \
   /* c[m,n] (f32) = a[m,k] (f32, row-major) op(w) + beta c, w a weight of block dtype w_dtype (q8_0,    \
      q4_0) stored row-major in whole blocks: [n,k] when trans_b (x Wᵀ), else [k,n] (a gradient times W);  \
      c is not read when beta is 0; `products` says how a may be rounded */                               \

@@ -243,16 +243,31 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
   const Tensor a16 = cast_raw(af, DType::bf16), b16 = cast_raw(bf, DType::bf16);
   auto gemm16 = LORACPP_KERNEL(device, gemm_bf16);
   auto u16 = [](const Tensor& t) { return t.data<std::uint16_t>(); };
-  // y = x Wᵀ (+ bias); t = x Aᵀ; y += scale t Bᵀ
-  Tensor y = empty_f32({n, out}, device);
-  gemm16(true, n, out, in, 1.0f, u16(x16), in, u16(widened(w)), in, 0.0f, f32(y), out);
-  add_bias(y, bias);
+  // The frozen product with the rank-r expansion added in the same pass where the backend has it.
+  const auto low_rank = backend::kernels(device).gemm_bf16_low_rank;
+  const auto product_and_expansion = [low_rank, gemm16, u16](bool trans_b, std::int64_t m, std::int64_t cols,
+                                                             std::int64_t k, std::int64_t rank, const Tensor& left,
+                                                             const Tensor& frozen, float s, const Tensor& factor,
+                                                             const Tensor& adapter, Tensor& c) {
+    const std::int64_t ld_frozen = trans_b ? k : cols, ld_adapter = trans_b ? rank : cols;
+    if (low_rank != nullptr) {
+      low_rank(trans_b, m, cols, k, rank, u16(left), k, u16(frozen), ld_frozen, s, u16(factor), rank, u16(adapter),
+               ld_adapter, f32(c), cols);
+      return;
+    }
+    gemm16(trans_b, m, cols, k, 1.0f, u16(left), k, u16(frozen), ld_frozen, 0.0f, f32(c), cols);
+    gemm16(trans_b, m, cols, rank, s, u16(factor), rank, u16(adapter), ld_adapter, 1.0f, f32(c), cols);
+  };
+  // t = x Aᵀ; y = x Wᵀ + scale t Bᵀ (+ bias)
   Tensor t = empty_f32({n, r}, device);
   gemm16(true, n, r, in, 1.0f, u16(x16), in, u16(a16), in, 0.0f, f32(t), r);
-  gemm16(true, n, out, r, scale, u16(cast_raw(t, DType::bf16)), r, u16(b16), r, 1.0f, f32(y), out);
+  Tensor y = empty_f32({n, out}, device);
+  product_and_expansion(true, n, out, in, r, x16, widened(w), scale, cast_raw(t, DType::bf16), b16, y);
+  add_bias(y, bias);
   const Tensor result = cast_raw(view_as(y, output_shape(x, out)), x.dtype());
   return taking_bf16_grad(record(OpId::lora_linear, result, {x, weight, bias, a, b},
-                [x16, t, a16, b16, w, widened, scale, n, in, out, r, u16](const Node& node, const Tensor& grad) {
+                [x16, t, a16, b16, w, widened, scale, n, in, out, r, u16, product_and_expansion](const Node& node,
+                                                                                               const Tensor& grad) {
                   const Device grad_device = grad.device();
                   auto product = LORACPP_KERNEL(grad_device, gemm);
                   auto product16 = LORACPP_KERNEL(grad_device, gemm_bf16);
@@ -267,9 +282,8 @@ Tensor lora_linear_bf16(const Tensor& x, const Tensor& weight, const Tensor& bia
                   }
                   if (node.needs_grad(0)) {  // dx = g W + scale u A
                     Tensor dx = empty_f32({n, in}, grad_device);
-                    product16(false, n, in, out, 1.0f, u16(g16), out, u16(widened(w)), in, 0.0f, f32(dx), in);
-                    product16(false, n, in, r, scale, u16(cast_raw(u, DType::bf16)), r, u16(a16), in, 1.0f, f32(dx),
-                              in);
+                    product_and_expansion(false, n, in, out, r, g16, widened(w), scale, cast_raw(u, DType::bf16), a16,
+                                          dx);
                     grads[0] = cast_raw(view_as(dx, node.inputs[0].shape()), node.inputs[0].dtype());
                   }
                   if (node.needs_grad(1)) {  // a trainable base weight (not LoRA's case): gᵀ x, in f32

@@ -237,6 +237,62 @@ TEST(CpuGemmBf16, WideProductsSharedOutBetweenTheThreadsMatchTheReference) {
   });
 }
 
+// A frozen product with a LoRA branch's expansion in one call, c = a op(b) + scale t op(l), against
+// a double-precision loop over the same bf16 values: rows shared out between two and three threads
+// (the row count leaving the last thread short), a weight past the size whose rows are shared out,
+// odd and even ranks, too few rows to share out, and one thread; c starts as NaN and is not read.
+void expect_low_rank_matches_reference(bool trans_b, i64 m, i64 n, i64 k, i64 r) {
+  const i64 lda = k + 3, ldb = (trans_b ? k : n) + 2, ldt = r + 1, ldl = (trans_b ? r : n) + 4, ldc = n + 5;
+  auto rounded = [](const std::vector<float>& x) {
+    std::vector<std::uint16_t> out(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) out[i] = float_to_bf16(x[i]);
+    return out;
+  };
+  const auto a = rounded(values(m * lda, 0.2f)), b = rounded(values((trans_b ? n : k) * ldb, 0.9f));
+  const auto t = rounded(values(m * ldt, 0.4f)), l = rounded(values((trans_b ? n : r) * ldl, 1.7f));
+  std::vector<float> got(static_cast<std::size_t>(m * ldc), std::numeric_limits<float>::quiet_NaN());
+  for (i64 i = 0; i < m; ++i)
+    for (i64 j = n; j < ldc; ++j) got[i * ldc + j] = -7.0f;
+  const float scale = 0.75f;
+  gemm_bf16_low_rank(trans_b, m, n, k, r, a.data(), lda, b.data(), ldb, scale, t.data(), ldt, l.data(), ldl,
+                     got.data(), ldc);
+  double worst = 0;
+  for (i64 i = 0; i < m; ++i) {
+    for (i64 j = 0; j < n; ++j) {
+      double frozen = 0, expansion = 0;
+      for (i64 p = 0; p < k; ++p)
+        frozen += static_cast<double>(bf16_to_float(a[i * lda + p])) *
+                  static_cast<double>(bf16_to_float(trans_b ? b[j * ldb + p] : b[p * ldb + j]));
+      for (i64 p = 0; p < r; ++p)
+        expansion += static_cast<double>(bf16_to_float(t[i * ldt + p])) *
+                     static_cast<double>(bf16_to_float(trans_b ? l[j * ldl + p] : l[p * ldl + j]));
+      const double error = std::abs(static_cast<double>(got[i * ldc + j]) - (frozen + scale * expansion));
+      ASSERT_FALSE(std::isnan(error)) << "m " << m << " n " << n << " k " << k << " r " << r << " at " << i << ", "
+                                      << j;
+      worst = std::max(worst, error);
+    }
+    for (i64 j = n; j < ldc; ++j) ASSERT_EQ(got[i * ldc + j], -7.0f) << "wrote past n in row " << i;
+  }
+  EXPECT_LT(worst, 1e-4 * static_cast<double>(k + r))
+      << "m " << m << " n " << n << " k " << k << " r " << r << " trans_b " << trans_b;
+}
+
+TEST(CpuGemmBf16, ProductsWithALowRankExpansionMatchTheReference) {
+  with_two_and_three_threads([] {
+    for (const bool trans_b : {true, false}) {
+      expect_low_rank_matches_reference(trans_b, 300, 200, 96, 16);   // rows shared out, the last part short
+      expect_low_rank_matches_reference(trans_b, 256, 130, 40, 7);    // an odd rank, partial vectors
+      expect_low_rank_matches_reference(trans_b, 200, 700, 600, 8);   // a weight past kFusedWeight's size
+      expect_low_rank_matches_reference(trans_b, 100, 64, 64, 16);    // too few rows to share out
+      expect_low_rank_matches_reference(trans_b, 300, 100, 50, 33);   // past the short kernel's ranks
+    }
+  });
+  const int saved = num_threads();
+  set_num_threads(1);
+  expect_low_rank_matches_reference(true, 300, 200, 96, 16);
+  set_num_threads(saved);
+}
+
 // A LoRA branch's expansions t Bᵀ and u A: at most 32 terms, added into c, through our short-inner
 // kernel with AVX512-BF16: odd term counts (the last pair half empty), column counts around its
 // blocks of 64 and partial vectors, row counts around its groups of 16, each beta, and threaded.

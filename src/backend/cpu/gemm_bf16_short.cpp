@@ -69,10 +69,8 @@ inline void rows_block(const std::uint32_t (*a_pairs)[kShortInner / 2], i64 pair
   }
 }
 
-}  // namespace
-
-bool gemm_bf16_short(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
-                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+bool short_product(bool threaded, bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                   const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
   if (k <= 0 || k > kShortInner) return false;
   const i64 pairs = (k + 1) / 2, blocks = (n + kBlock - 1) / kBlock;
   // b's columns as pairs of terms: packed[block][p/2][j % kBlock] holds terms p and p + 1 of
@@ -84,7 +82,7 @@ bool gemm_bf16_short(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::
     for (i64 p = 0; p < k; p += 2) column[p / 2 * kBlock] = term(p) | (p + 1 < k ? term(p + 1) << 16 : 0u);
   }
   const i64 groups = (m + kGroupRows - 1) / kGroupRows;
-#pragma omp parallel for if (m * n * k > kThreadedWork)
+#pragma omp parallel for if (threaded && m * n * k > kThreadedWork)
   for (i64 group = 0; group < groups; ++group) {
     const i64 i0 = group * kGroupRows, i1 = std::min(m, i0 + kGroupRows);
     std::uint32_t a_pairs[kGroupRows][kShortInner / 2];
@@ -104,9 +102,25 @@ bool gemm_bf16_short(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::
   }
   return true;
 }
+
+}  // namespace
+
+bool gemm_bf16_short(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                     const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  return short_product(true, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+bool gemm_bf16_short_serial(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                            const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
+  return short_product(false, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 #else
 bool gemm_bf16_short(bool, i64, i64, i64, float, const std::uint16_t*, i64, const std::uint16_t*, i64, float, float*,
                      i64) {
+  return false;
+}
+bool gemm_bf16_short_serial(bool, i64, i64, i64, float, const std::uint16_t*, i64, const std::uint16_t*, i64, float,
+                            float*, i64) {
   return false;
 }
 #endif

@@ -17,4 +17,8 @@ constexpr i64 kShortInner = 32;
 bool gemm_bf16_short(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
                      const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc);
 
+// The same on the calling thread alone (a member of an OpenMP team multiplying its own block).
+bool gemm_bf16_short_serial(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
+                            const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc);
+
 }  // namespace loracpp::backend::cpu
