@@ -5,10 +5,11 @@
 // (gemm_bf16_narrow.h, gemm_bf16_short.h). Those with few rows, or enough columns for each
 // thread, share their columns out between the threads, blocks through each thread's own
 // primitives (see kWideColumnsEach), and those with very many terms and a small output share
-// their terms out (terms_shared_out). Where oneDNN has no bf16 product for this CPU
-// (one without AVX-512, say) or the build has no oneDNN, the products are our packed kernel's
-// (gemm_packed.h), which widens the operands to f32 as it packs them: the same values, since a
-// product of two bf16 values is exact in f32.
+// their terms out (terms_shared_out). gemm_bf16_low_rank takes a frozen product and its LoRA
+// expansion together: over a small weight each thread adds the expansion into the rows it has just
+// written. Where oneDNN has no bf16 product for this CPU (one without AVX-512, say) or the build
+// has no oneDNN, the products are our packed kernel's (gemm_packed.h), which widens the operands
+// to f32 as it packs them: the same values, since a product of two bf16 values is exact in f32.
 #include <omp.h>
 
 #include <algorithm>
