@@ -54,8 +54,11 @@ void free_block(void* block, std::size_t size) {
 // again for the same rounded size, so their pages are not faulted in afresh every step.
 class BlockCache {
  public:
-  static constexpr std::size_t kMinCached = 1 << 20;    // smaller blocks stay with malloc
-  static constexpr std::size_t kGranule = 1 << 16;
+  // Smaller blocks stay with malloc. From 1 MiB up only, the bf16 copies of tiny's activations
+  // ([1024, 288], 576 KiB) came from malloc, whose heap gave their pages back and faulted them in
+  // again: 665 faults a tiny bf16 step at about 12 us each on a paravirtualised VM; 50 from 64 KiB.
+  static constexpr std::size_t kMinCached = 1 << 16;
+  static constexpr std::size_t kGranule = 1 << 16;  // sizes rounded from 1 MiB up (4 KiB below)
   // Cached bytes at most: room for a whole training step's activations, so each step reuses the
   // last one's blocks instead of faulting in fresh pages (a 2 GB cap cost a third of the speed of
   // an all-linear LoRA step on the small preset).
@@ -63,7 +66,8 @@ class BlockCache {
 
   static std::size_t rounded(std::size_t nbytes) {
     const std::size_t n = std::max<std::size_t>(nbytes, 1);
-    return n >= kMinCached ? (n + kGranule - 1) / kGranule * kGranule : (n + 63) / 64 * 64;
+    const std::size_t granule = n >= (std::size_t{1} << 20) ? kGranule : n >= kMinCached ? 4096 : 64;
+    return (n + granule - 1) / granule * granule;
   }
   // A cached block of at least size bytes and at most an eighth more (its size goes to *taken),
   // or nullptr. Taking a slightly larger block keeps a step from holding one set of blocks per

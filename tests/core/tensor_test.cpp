@@ -105,11 +105,12 @@ TEST(Storage, OutOfBoundsViewsAreRefused) {
                                           "[storage] cannot open /nonexistent/model.bin"));
 }
 
-// Blocks of 2 MiB and more are mapped on their own (aligned for huge pages) and, freed, kept for
-// the next allocation of their size; small ones come from malloc. Each is zero-filled when asked,
+// Blocks of 2 MiB and more are mapped on their own (aligned for huge pages); from 64 KiB up,
+// freed blocks are kept for the next allocation of their size; small ones come from malloc. Each is zero-filled when asked,
 // holds what is written to the last byte, and goes back to the system on release.
 TEST(Storage, LargeAndSmallBlocksAreZeroedWritableAndReused) {
-  for (const std::size_t nbytes : {std::size_t{1000}, std::size_t{3} << 20, (std::size_t{5} << 20) + 12345}) {
+  for (const std::size_t nbytes :
+       {std::size_t{1000}, std::size_t{200001}, std::size_t{3} << 20, (std::size_t{5} << 20) + 12345}) {
     for (int round = 0; round < 2; ++round) {  // the second round takes the first one's freed block
       const auto storage = Storage::allocate(nbytes);
       ASSERT_EQ(storage->nbytes(), nbytes);
