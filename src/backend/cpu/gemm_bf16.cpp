@@ -134,34 +134,23 @@ constexpr i64 kFusedRowsEach = 64;
 constexpr i64 kFusedWeight = i64{384} << 10;
 
 #if defined(LORACPP_HAVE_ONEDNN)
-// How a product's columns are shared out between the threads: `parts` blocks of `block` columns (a
-// multiple of 16; the last may be short or empty) over a team of `team` threads; a team under 2
-// where the product does not share its columns out (see columns_shared_out).
-struct ColumnBlocks {
-  i64 team = 0, parts = 0, block = 0;
-};
-ColumnBlocks column_blocks(i64 m, i64 n, i64 k) {
-  const bool few_rows = m <= kFewRows;
-  if (!few_rows && k > kMostTerms) return {};
-  const i64 threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const i64 team = std::min(threads, n / (few_rows ? kColumnsEach : kWideColumnsEach));
-  if (team < 2) return {};
-  const i64 most = std::clamp<i64>(kMostBlock / std::max<i64>(k, 1), 256, kMostColumns);
-  const i64 rounds = few_rows ? 1 : (n + team * most - 1) / (team * most), parts = team * rounds;
-  return {team, parts, (n + parts * 16 - 1) / (parts * 16) * 16};
-}
-
-// c = alpha a op(b) + beta c with blocks of c's columns shared out between the threads, each
-// multiplied through the thread's own primitives: for few rows of c (a block per thread), or enough
-// columns for each thread and not too many terms. False, with c untouched, where the product is
-// neither or there are no threads to share it with.
+// c = alpha a op(b) + beta c with blocks of c's columns (multiples of 16) shared out between the
+// threads, each multiplied through the thread's own primitives: for few rows of c (a block per
+// thread), or enough columns for each thread and not too many terms. False, with c untouched,
+// where the product is neither or there are no threads to share it with.
 bool columns_shared_out(bool trans_b, i64 m, i64 n, i64 k, float alpha, const std::uint16_t* a, i64 lda,
                         const std::uint16_t* b, i64 ldb, float beta, float* c, i64 ldc) {
-  const ColumnBlocks blocks = column_blocks(m, n, k);
-  if (blocks.team < 2) return false;
-#pragma omp parallel for num_threads(static_cast<int>(blocks.team)) schedule(dynamic)
-  for (i64 part = 0; part < blocks.parts; ++part) {
-    const i64 j0 = part * blocks.block, columns = std::min(blocks.block, n - j0);
+  const bool few_rows = m <= kFewRows;
+  if (!few_rows && k > kMostTerms) return false;
+  const i64 threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const i64 team = std::min(threads, n / (few_rows ? kColumnsEach : kWideColumnsEach));
+  if (team < 2) return false;
+  const i64 most = std::clamp<i64>(kMostBlock / std::max<i64>(k, 1), 256, kMostColumns);
+  const i64 rounds = few_rows ? 1 : (n + team * most - 1) / (team * most), parts = team * rounds;
+  const i64 block = (n + parts * 16 - 1) / (parts * 16) * 16;
+#pragma omp parallel for num_threads(static_cast<int>(team)) schedule(dynamic)
+  for (i64 part = 0; part < parts; ++part) {
+    const i64 j0 = part * block, columns = std::min(block, n - j0);
     if (columns <= 0) continue;
     gemm_bf16_serial(false, trans_b, m, columns, k, alpha, a, lda, trans_b ? b + j0 * ldb : b + j0, ldb, beta, c + j0,
                      ldc);
@@ -321,7 +310,7 @@ void gemm_bf16_low_rank(bool trans_b, i64 m, i64 n, i64 k, i64 r, const std::uin
   // adds the expansion into them while they are still in its cache.
   const i64 threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const i64 team = std::min(threads, m / kFusedRowsEach);
-  if (bf16_products_native() && r > 0 && r <= kShortInner && team >= 2 && n * k <= kFusedWeight) {
+  if (bf16_products_native() && n > 0 && k > 0 && r > 0 && r <= kShortInner && team >= 2 && n * k <= kFusedWeight) {
     count_gemm(m, n, k);
     count_gemm(m, n, r);
     const i64 rows = (m + team * 16 - 1) / (team * 16) * 16;
