@@ -4,8 +4,8 @@
 // lies or transposed, each beta), the narrow products (few columns of c, or few rows of a
 // transposed product) and BLAS beyond; and the bf16 kernel, exact products of bf16 values summed
 // in f32, on its paths where the CPU has no native bf16 products (b read in place for a few rows,
-// widened a panel at a time beyond), with alpha and beta; and our AVX512-BF16 kernels for few
-// columns and for short inner dimensions.
+// widened a panel at a time beyond), with alpha and beta; our AVX512-BF16 kernels for few
+// columns and for short inner dimensions; and a frozen product with a LoRA expansion in one call.
 #include <array>
 #include <cmath>
 #include <limits>
