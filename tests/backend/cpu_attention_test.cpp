@@ -4,6 +4,7 @@
 // for one generated query and for a prompt's worth. The room between heads holds NaNs, which a
 // wrong stride would read. Keys and values held in bf16 (a KV cache on the bf16 path) give what
 // their widened values give.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -180,6 +181,61 @@ void expect_tiles_match_direct_attention(bool bf16) {
 TEST(CpuAttention, TilesOverALongSequenceMatchADirectComputation) {
   expect_tiles_match_direct_attention(false);
   expect_tiles_match_direct_attention(true);
+}
+
+// Rows whose every key a mask hides (a padded batch item's rows) attend to nothing: zeros out, a
+// log-sum-exp of -inf, and zero gradients, with f32 and with bf16 tiles, while the other rows of the
+// same tiles keep the unmasked kernel's values (a bf16 tile writes its rows' exponentials into a
+// buffer the thread's earlier tiles used, and scales each output row after the product: a hidden
+// row must keep neither an earlier tile's values nor its scale).
+void expect_fully_masked_rows_attend_to_nothing(bool bf16) {
+  const i64 q_len = 600, kv_len = 100, dim = 16;  // five bf16 tiles: later ones reuse a thread's buffers
+  const AttentionGeometry g{1, 1, 1, q_len, kv_len, dim, dim, 0.25f, false, 0, 0, bf16};
+  const auto q = values(static_cast<std::size_t>(q_len * dim), 0.37f);
+  const auto k = values(static_cast<std::size_t>(kv_len * dim), 0.11f);
+  const auto v = values(static_cast<std::size_t>(kv_len * dim), 0.23f);
+  const auto dout = values(static_cast<std::size_t>(q_len * dim), 0.05f);
+  std::vector<float> mask(static_cast<std::size_t>(q_len * kv_len), 0.0f);
+  std::vector<i64> hidden = {0, 63, 64, 599};
+  for (i64 row = 7; row < q_len; row += 13) hidden.push_back(row);
+  for (i64 row : hidden)
+    std::fill_n(mask.begin() + row * kv_len, kv_len, -std::numeric_limits<float>::infinity());
+  struct Result {
+    std::vector<float> out, lse, dq, dk, dv;
+  };
+  auto run = [&](const float* m) {
+    Result r{std::vector<float>(q.size()), std::vector<float>(static_cast<std::size_t>(q_len)),
+             std::vector<float>(q.size()), std::vector<float>(k.size()), std::vector<float>(v.size())};
+    attention_forward(q.data(), k.data(), v.data(), m, r.out.data(), r.lse.data(), g);
+    attention_backward(q.data(), k.data(), v.data(), m, r.out.data(), r.lse.data(), dout.data(), r.dq.data(),
+                       r.dk.data(), r.dv.data(), g);
+    return r;
+  };
+  const Result masked = run(mask.data()), open = run(nullptr);
+  for (i64 row = 0; row < q_len; ++row) {
+    const bool is_hidden = std::find(hidden.begin(), hidden.end(), row) != hidden.end();
+    if (is_hidden) {
+      EXPECT_EQ(masked.lse[static_cast<std::size_t>(row)], -std::numeric_limits<float>::infinity()) << row;
+    } else {
+      EXPECT_EQ(masked.lse[static_cast<std::size_t>(row)], open.lse[static_cast<std::size_t>(row)]) << row;
+    }
+    for (i64 c = 0; c < dim; ++c) {
+      const auto i = static_cast<std::size_t>(row * dim + c);
+      if (is_hidden) {
+        ASSERT_EQ(masked.out[i], 0.0f) << "row " << row << " bf16 " << bf16;
+        ASSERT_EQ(masked.dq[i], 0.0f) << "row " << row << " bf16 " << bf16;
+      } else {
+        ASSERT_EQ(masked.out[i], open.out[i]) << "row " << row << " bf16 " << bf16;
+      }
+    }
+  }
+  for (float x : masked.dk) ASSERT_TRUE(std::isfinite(x));
+  for (float x : masked.dv) ASSERT_TRUE(std::isfinite(x));
+}
+
+TEST(CpuAttention, RowsWithEveryKeyMaskedAttendToNothing) {
+  expect_fully_masked_rows_attend_to_nothing(false);
+  expect_fully_masked_rows_attend_to_nothing(true);
 }
 
 }  // namespace

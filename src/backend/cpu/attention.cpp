@@ -149,8 +149,9 @@ struct Operand {
 };
 
 // c[m,n] = alpha op(a)[m,k] op(b)[k,n] + beta c for one thread's tile, in the call's precision. In
-// bf16 the operands made per tile (the probabilities and their gradient) are rounded once, row by
-// row, into the thread's buffer (`rounded`); oneDNN reads them transposed where a product needs.
+// bf16 the operands made per tile (the probabilities and their gradient) are rounded by the pass
+// that makes them, row by row, into the thread's buffer (`rounding`); oneDNN reads them transposed
+// where a product needs.
 class TileProducts {
  public:
   TileProducts(bool bf16, i64 tile_elements)
@@ -169,14 +170,13 @@ class TileProducts {
     f32_library_gemm(trans_a, trans_b, m, n, k, alpha, a.f32, lda, b.f32, ldb, beta, c, ldc);
   }
 
-  // n values made in this tile as an operand; in bf16 their rounding replaces the previous tile
-  // operand's, so each must be used before the next is made.
-  Operand rounded(const float* values, i64 n) {
-    if (!bf16_) return {values};
-    std::uint16_t* out = rounded_.data();
-    to_bf16(values, out, n);
-    return {values, out};
-  }
+  // Where a tile operand's bf16 values go (null in f32): the pass that makes the operand rounds
+  // into it as it writes, each operand replacing the previous one, so each must be used before the
+  // next is made.
+  std::uint16_t* rounding() { return bf16_ ? rounded_.data() : nullptr; }
+  // The tile operand `values`, with its bf16 rounding in rounding() where the call multiplies in
+  // bf16.
+  Operand operand(const float* values) { return {values, rounding()}; }
 
  private:
   // c = alpha a op(b) + beta c with b's bf16 values widened as read: the few query rows of a
@@ -280,6 +280,18 @@ class Heads {
   const std::uint16_t* view_ = nullptr;
 };
 
+// out[j] = p[j] (dp[j] - d) rounded to bf16: a row of the scores' gradient, made straight into the
+// rounded operand of the bf16 products that read it.
+void score_gradient_bf16(const float* p, const float* dp, float d, std::uint16_t* out, i64 n) {
+  i64 j = 0;
+#if defined(LORACPP_VECTOR_FLOATS)
+  const Floats dv = Floats::all(d);
+  for (; j + Floats::kLanes <= n; j += Floats::kLanes)
+    (Floats::load(p + j) * (Floats::load(dp + j) - dv)).store_bf16(out + j);
+#endif
+  for (; j < n; ++j) out[j] = float_to_bf16(p[j] * (dp[j] - d));
+}
+
 // Keys [0, visible) that any query of rows [t0, t1) may see.
 i64 visible_keys(const AttentionGeometry& g, i64 t1) {
   return g.causal ? std::clamp<i64>(t1 + g.kv_len - g.q_len, 0, g.kv_len) : g.kv_len;
@@ -324,6 +336,7 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
     const auto scores =
         std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(rows_at_most * std::max<i64>(g.kv_len, 1)));
     TileProducts product(bf16, rows_at_most * g.kv_len);
+    std::vector<float> row_scale(static_cast<std::size_t>(rows_at_most));  // 1/sum of each row's exponentials
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < heads * tiles; ++item) {
       const i64 head = item / tiles, tile = item % tiles;
@@ -342,21 +355,38 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
       }
       tile_scores(product, g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible,
                   scores.get());
+      // Each row's exponentials against its largest score. In bf16 they go unnormalised straight
+      // into the rounded operand, and the output's row (v_dim values, not `visible`) is scaled by
+      // 1/sum after the product; in f32 the row is normalised in place.
+      std::uint16_t* p16 = product.rounding();
       for (i64 r = 0; r < rows; ++r) {
         float* s = scores.get() + r * visible;
         const float max = max_of(s, visible);
         if (max == -std::numeric_limits<float>::infinity()) {  // every key masked: no weight anywhere
+          if (p16) std::fill(p16 + r * visible, p16 + (r + 1) * visible, std::uint16_t{0});
           std::fill(s, s + visible, 0.0f);
+          row_scale[static_cast<std::size_t>(r)] = 0.0f;
           lse_tile[r] = -std::numeric_limits<float>::infinity();
           continue;
         }
-        const float sum = exp_shifted(s, max, 1.0f, s, visible);
+        const float sum = p16 ? exp_shifted(s, max, 1.0f, nullptr, visible, p16 + r * visible)
+                              : exp_shifted(s, max, 1.0f, s, visible);
         const float inv = 1.0f / sum;
-        for (i64 j = 0; j < visible; ++j) s[j] *= inv;
+        if (p16) {
+          row_scale[static_cast<std::size_t>(r)] = inv;
+        } else {
+          for (i64 j = 0; j < visible; ++j) s[j] *= inv;
+        }
         lse_tile[r] = max + std::log(sum);
       }
-      product(false, false, rows, g.v_dim, visible, 1.0f, product.rounded(scores.get(), rows * visible), visible, vh,
-              g.v_dim, 0.0f, o_tile, g.v_dim);
+      product(false, false, rows, g.v_dim, visible, 1.0f, product.operand(scores.get()), visible, vh, g.v_dim, 0.0f,
+              o_tile, g.v_dim);
+      if (p16)
+        for (i64 r = 0; r < rows; ++r) {
+          float* o = o_tile + r * g.v_dim;
+          const float inv = row_scale[static_cast<std::size_t>(r)];
+          for (i64 c = 0; c < g.v_dim; ++c) o[c] *= inv;
+        }
     }
   }
 }
@@ -420,12 +450,17 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
           }
           tile_scores(product, g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible,
                       p.get());
-          for (i64 r = 0; r < rows; ++r) {  // p = exp(s - lse); rows with nothing visible stay 0
+          // p = exp(s - lse), rounded as it is written where the products are bf16; rows with
+          // nothing visible stay 0.
+          std::uint16_t* p16 = product.rounding();
+          for (i64 r = 0; r < rows; ++r) {
             float* pr = p.get() + r * visible;
+            std::uint16_t* pr16 = p16 ? p16 + r * visible : nullptr;
             if (lse_tile[r] == -std::numeric_limits<float>::infinity()) {
               std::fill(pr, pr + visible, 0.0f);
+              if (pr16) std::fill(pr16, pr16 + visible, std::uint16_t{0});
             } else {
-              exp_shifted(pr, lse_tile[r], 1.0f, pr, visible);
+              exp_shifted(pr, lse_tile[r], 1.0f, pr, visible, pr16);
             }
             float d = 0;  // delta_r = sum_c dout[r, c] * out[r, c]
             const float *dor = do_tile.f32 + r * g.v_dim, *or_ = o_tile + r * g.v_dim;
@@ -434,16 +469,20 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             delta[static_cast<std::size_t>(r)] = d;
           }
           // dv += pᵀ dout; dp = dout vᵀ; ds = p (dp - delta); dq = scale ds k; dk += scale dsᵀ q
-          product(true, false, visible, g.v_dim, rows, 1.0f, product.rounded(p.get(), rows * visible), visible, do_tile,
-                  g.v_dim, 1.0f, dvh, g.v_dim);
+          product(true, false, visible, g.v_dim, rows, 1.0f, product.operand(p.get()), visible, do_tile, g.v_dim, 1.0f,
+                  dvh, g.v_dim);
           product(false, true, rows, visible, g.v_dim, 1.0f, do_tile, g.v_dim, vh, g.v_dim, 0.0f, dp.get(), visible);
-          for (i64 r = 0; r < rows; ++r) {
+          for (i64 r = 0; r < rows; ++r) {  // ds, into the rounded operand where the products are bf16
             float* pr = p.get() + r * visible;
             const float* dpr = dp.get() + r * visible;
             const float d = delta[static_cast<std::size_t>(r)];
-            for (i64 j = 0; j < visible; ++j) pr[j] *= dpr[j] - d;
+            if (p16) {
+              score_gradient_bf16(pr, dpr, d, p16 + r * visible, visible);
+            } else {
+              for (i64 j = 0; j < visible; ++j) pr[j] *= dpr[j] - d;
+            }
           }
-          const Operand ds = product.rounded(p.get(), rows * visible);
+          const Operand ds = product.operand(p.get());
           product(false, false, rows, g.head_dim, visible, g.scale, ds, visible, kh, g.head_dim, 0.0f, dq_tile,
                   g.head_dim);
           product(true, false, visible, g.head_dim, rows, g.scale, ds, visible, q_tile, g.head_dim, 1.0f, dkh,

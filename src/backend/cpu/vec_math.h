@@ -90,6 +90,17 @@ struct Floats {
     return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_maskz_cvtepu16_epi32(0xffff, raw), 16))};
   }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
+  // The lanes rounded to bf16 (to nearest, ties to even; as to_bf16 below, inputs under f32's
+  // normal range become zero where the build has AVX512-BF16's conversion).
+  void store_bf16(std::uint16_t* p) const {
+#if defined(__AVX512BF16__)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+#else
+    alignas(64) float lanes[kLanes];
+    store(lanes);
+    for (int i = 0; i < kLanes; ++i) p[i] = float_to_bf16(lanes[i]);
+#endif
+  }
   friend Floats operator+(Floats a, Floats b) { return {_mm512_add_ps(a.v, b.v)}; }
   friend Floats operator-(Floats a, Floats b) { return {_mm512_sub_ps(a.v, b.v)}; }
   friend Floats operator*(Floats a, Floats b) { return {_mm512_mul_ps(a.v, b.v)}; }
@@ -117,6 +128,11 @@ struct Floats {
   static Floats load(const float* p) { return {_mm256_loadu_ps(p)}; }
   static Floats load_bf16(const std::uint16_t* p) { return {widen_bf16_eight(p)}; }
   void store(float* p) const { _mm256_storeu_ps(p, v); }
+  void store_bf16(std::uint16_t* p) const {
+    alignas(32) float lanes[kLanes];
+    store(lanes);
+    for (int i = 0; i < kLanes; ++i) p[i] = float_to_bf16(lanes[i]);
+  }
   friend Floats operator+(Floats a, Floats b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend Floats operator-(Floats a, Floats b) { return {_mm256_sub_ps(a.v, b.v)}; }
   friend Floats operator*(Floats a, Floats b) { return {_mm256_mul_ps(a.v, b.v)}; }
@@ -180,8 +196,10 @@ inline float max_of(const float* x, std::int64_t n) {
   return max;
 }
 
-// out[i] = exp(x[i] - shift) * scale; returns the sum of the out[i].
-inline float exp_shifted(const float* x, float shift, float scale, float* out, std::int64_t n) {
+// out[i] = exp(x[i] - shift) * scale, and where out16 is given the same rounded to bf16 (as to_bf16
+// below rounds); returns the sum of the out[i] (unrounded). Either output may be null.
+inline float exp_shifted(const float* x, float shift, float scale, float* out, std::int64_t n,
+                         std::uint16_t* out16 = nullptr) {
   std::int64_t i = 0;
   float sum = 0;
 #if defined(LORACPP_VECTOR_FLOATS)
@@ -190,6 +208,7 @@ inline float exp_shifted(const float* x, float shift, float scale, float* out, s
   for (; i + Floats::kLanes <= n; i += Floats::kLanes) {
     const Floats y = fast_exp(Floats::load(x + i) - s) * k;
     if (out) y.store(out + i);
+    if (out16) y.store_bf16(out16 + i);
     acc = acc + y;
   }
   sum = acc.sum();
@@ -197,6 +216,7 @@ inline float exp_shifted(const float* x, float shift, float scale, float* out, s
   for (; i < n; ++i) {
     const float y = fast_exp(x[i] - shift) * scale;
     if (out) out[i] = y;
+    if (out16) out16[i] = float_to_bf16(y);
     sum += y;
   }
   return sum;
