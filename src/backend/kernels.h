@@ -156,6 +156,13 @@ struct AttentionGeometry {
   X(cross_entropy_with_bf16_grad, void(const float* logits, const i64* targets, float* loss, float* lse,      \
                                        float grad_scale, std::uint16_t* dlogits, i64 rows, i64 vocab,        \
                                        i64 ignore_index))                                                    \
+  /* the loss of each row and its gradient's product with a frozen bf16 output weight w [vocab, in]:       \
+     dx [rows, in] = grad_scale (softmax(logits) - onehot(target)) w, zero for ignored rows; exps          \
+     [rows, vocab] is bf16 scratch. Optional: ops fall back to cross_entropy_with_bf16_grad and gemm_bf16  \
+     where a backend leaves it out */                                                                        \
+  X(cross_entropy_bf16_input_grad, void(const float* logits, const i64* targets, float* loss, float* lse,    \
+                                        float grad_scale, const std::uint16_t* w, std::uint16_t* exps,       \
+                                        float* dx, i64 rows, i64 vocab, i64 in, i64 ignore_index))           \
   /* fused attention that never holds more than a tile of scores; lse saves the softmax for backward */    \
   X(attention_forward, void(const float* q, const float* k, const float* v, const float* mask, float* out,   \
                             float* lse, const AttentionGeometry& g))                                         \

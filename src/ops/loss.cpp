@@ -95,9 +95,16 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
       if (grad_x && !grad_w) {
         // A frozen output weight (LoRA's case): one pass per chunk takes the loss and the chunk's
         // gradient of the mean loss for an upstream gradient of 1: in bf16 on the bf16 path, the
-        // operand of dx's product, else in place of the logits. dx's rows are written in place.
+        // operand of dx's product (or, where the backend has the kernel, the loss and dx at once,
+        // normalised after the product), else in place of the logits. dx's rows are written in
+        // place.
         float* dx_rows = f32(dx) + r0 * in;
-        if (w.dtype() == DType::bf16) {
+        const auto input_grad = backend::kernels(device).cross_entropy_bf16_input_grad;
+        if (w.dtype() == DType::bf16 && input_grad != nullptr) {
+          Tensor exps = Tensor::empty({m, vocab}, DType::bf16, device);
+          input_grad(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0, inv_count, w.data<std::uint16_t>(),
+                     exps.mutable_data<std::uint16_t>(), dx_rows, m, vocab, in, ignore_index);
+        } else if (w.dtype() == DType::bf16) {
           Tensor g16 = Tensor::empty({m, vocab}, DType::bf16, device);
           LORACPP_KERNEL(device, cross_entropy_with_bf16_grad)(f32(logits), id + r0, f32(losses) + r0, f32(lse) + r0,
                                                                inv_count, g16.mutable_data<std::uint16_t>(), m, vocab,

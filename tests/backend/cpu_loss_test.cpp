@@ -1,7 +1,9 @@
 // The CPU cross-entropy kernels that take the loss and write the gradient in one pass (in f32, in
 // place of the logits, or in bf16), against the forward and backward kernels they stand for: the
 // same loss and log-sum-exp, the same gradient (up to its bf16 rounding), and zeros on ignored rows;
-// over vocabularies that are no multiple of 16.
+// over vocabularies that are no multiple of 16. And the kernel that goes on to the input gradient
+// through a frozen bf16 weight.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -73,6 +75,46 @@ TEST(CpuCrossEntropy, InPlaceGradientPassMatchesTheForwardAndBackwardKernels) {
   cross_entropy_with_grad(in_place.data(), want.targets.data(), loss.data(), lse.data(), want.grad_scale,
                           in_place.data(), want.rows, want.vocab, kIgnored);
   want.expect_matched_by(loss, lse, [&](std::size_t j) { return in_place[j]; }, 1e-5f);
+}
+
+// The loss with its input gradient through a frozen bf16 weight w [vocab, in] in one kernel: the
+// same loss and log-sum-exp, and dx = grad (from the separate kernels) times w, summed in double,
+// to within the bf16 rounding of the exponentials (a bf16 step of dx's largest magnitude); ignored
+// rows get zeros. `in` is odd, the vocabulary no multiple of 16.
+TEST(CpuCrossEntropy, Bf16InputGradientMatchesTheGradientTimesTheWeight) {
+  const Reference want(37, 1003, 0.25f, 5);
+  const i64 in = 45;
+  std::vector<std::uint16_t> w(static_cast<std::size_t>(want.vocab * in));
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float_to_bf16(0.5f * (2.0f * uniform_at(9, i) - 1.0f));
+  std::vector<double> dx_want(static_cast<std::size_t>(want.rows * in), 0.0);
+  double largest = 0;
+  for (i64 r = 0; r < want.rows; ++r)
+    for (i64 c = 0; c < in; ++c) {
+      double sum = 0;
+      for (i64 v = 0; v < want.vocab; ++v)
+        sum += static_cast<double>(want.grad[static_cast<std::size_t>(r * want.vocab + v)]) *
+               bf16_to_float(w[static_cast<std::size_t>(v * in + c)]);
+      dx_want[static_cast<std::size_t>(r * in + c)] = sum;
+      largest = std::max(largest, std::abs(sum));
+    }
+  std::vector<float> loss(want.loss.size()), lse(want.lse.size()), dx(dx_want.size(), 1e30f);
+  std::vector<std::uint16_t> exps(want.logits.size(), 0xffff);
+  cross_entropy_bf16_input_grad(want.logits.data(), want.targets.data(), loss.data(), lse.data(), want.grad_scale,
+                                w.data(), exps.data(), dx.data(), want.rows, want.vocab, in, kIgnored);
+  ASSERT_GT(largest, 0.0);
+  for (i64 r = 0; r < want.rows; ++r) {
+    const auto i = static_cast<std::size_t>(r);
+    EXPECT_NEAR(lse[i], want.lse[i], 1e-5f * std::abs(want.lse[i])) << "row " << r;
+    EXPECT_NEAR(loss[i], want.loss[i], 1e-5f * (1.0f + std::abs(want.loss[i]))) << "row " << r;
+    for (i64 c = 0; c < in; ++c) {
+      const auto j = static_cast<std::size_t>(r * in + c);
+      if (want.targets[i] == kIgnored) {
+        ASSERT_EQ(dx[j], 0.0f) << "row " << r << " is ignored";
+      } else {
+        ASSERT_NEAR(dx[j], dx_want[j], largest / 256) << "row " << r << ", column " << c;
+      }
+    }
+  }
 }
 
 }  // namespace

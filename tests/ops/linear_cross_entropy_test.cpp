@@ -1,5 +1,8 @@
 // The fused output layer + cross-entropy against the two ops it replaces, on shapes large enough
 // to need several chunks, with f32 and bf16 weights, frozen and trainable.
+#include <algorithm>
+#include <cmath>
+
 #include "autograd/backward.h"
 #include "core/random.h"
 #include "ops/ops.h"
@@ -61,12 +64,32 @@ TEST(LinearCrossEntropy, GivesATrainableWeightItsGradient) {
   expect_same(run(x, w, targets, true, true, 4), run(x, w, targets, true, false), 2e-6f);
 }
 
+// A frozen bf16 weight: the unfused path rounds the normalised gradient of the logits to bf16 for
+// its product with W; the fused one may instead round the unnormalised exponentials and normalise
+// after the product, with the target's term exact in f32 (the CPU's cross_entropy_bf16_input_grad).
+// The loss is the same f32 value; dx is held to the same bound for both, a bf16 step (2^-8) of its
+// largest value from the product over an unrounded gradient (the weight's values in f32), and must
+// differ from that product (the bf16 products ran).
 TEST(LinearCrossEntropy, ABf16WeightTakesTheBf16ProductsAsTheUnfusedPathDoes) {
   Rng rng(7);
   const Tensor x = randn({2, 11, 32}, rng, DType::f32, 1.0f);
   const Tensor w = to_dtype(randn({97, 32}, rng, DType::f32, 0.3f), DType::bf16);
   const Tensor targets = targets_with_ignored(2, 11, 97, rng);
-  expect_same(run(x, w, targets, false, true, 6), run(x, w, targets, false, false), 1e-5f);
+  const Outcome unfused = run(x, w, targets, false, false), fused = run(x, w, targets, false, true, 6);
+  const Outcome exact = run(x, to_dtype(w, DType::f32), targets, false, true, 6);
+  EXPECT_NEAR(fused.loss, unfused.loss, 1e-6f * std::abs(unfused.loss));
+  float largest = 0;
+  for (float v : exact.dx) largest = std::max(largest, std::abs(v));
+  ASSERT_GT(largest, 0.0f);
+  ASSERT_EQ(fused.dx.size(), exact.dx.size());
+  ASSERT_EQ(unfused.dx.size(), exact.dx.size());
+  float fused_worst = 0;
+  for (std::size_t i = 0; i < exact.dx.size(); ++i) {
+    ASSERT_NEAR(unfused.dx[i], exact.dx[i], largest / 256) << "unfused dx " << i;
+    ASSERT_NEAR(fused.dx[i], exact.dx[i], largest / 256) << "fused dx " << i;
+    fused_worst = std::max(fused_worst, std::abs(fused.dx[i] - exact.dx[i]));
+  }
+  EXPECT_GT(fused_worst, 0.0f) << "the fused path took f32 products";
 }
 
 TEST(LinearCrossEntropy, AllTargetsIgnoredGiveZeroLossAndZeroGradient) {

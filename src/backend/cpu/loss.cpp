@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -83,6 +84,44 @@ void cross_entropy_with_bf16_grad(const float* logits, const i64* targets, float
       to_bf16(exps.data(), out, vocab, k);
       out[t] = float_to_bf16(exps[static_cast<std::size_t>(t)] * k - grad_scale);
     }
+  }
+}
+
+// The gradient's normalisation is left until after the product: each row's exponentials go to bf16
+// unnormalised as they are taken (no f32 row buffer to write and read again), the product with w
+// sums them, and each row of dx is then scaled by grad_scale / sum, less grad_scale times the
+// target's row of w (the one-hot term, exact in f32 rather than rounded into the operand).
+void cross_entropy_bf16_input_grad(const float* logits, const i64* targets, float* loss, float* lse, float grad_scale,
+                                   const std::uint16_t* w, std::uint16_t* exps, float* dx, i64 rows, i64 vocab, i64 in,
+                                   i64 ignore_index) {
+  std::vector<float> row_scale(static_cast<std::size_t>(rows));
+#pragma omp parallel for if (rows * vocab > 16384)
+  for (i64 r = 0; r < rows; ++r) {
+    const float* row = logits + r * vocab;
+    std::uint16_t* out = exps + r * vocab;
+    const i64 t = targets[r];
+    const bool ignored = t == ignore_index;
+    const float max = max_of(row, vocab);
+    const float sum = exp_shifted(row, max, 1.0f, nullptr, vocab, ignored ? nullptr : out);
+    lse[r] = max + std::log(sum);
+    if (ignored) {  // no loss, no gradient: a zero row of the operand
+      loss[r] = 0.0f;
+      std::fill(out, out + vocab, std::uint16_t{0});
+      row_scale[static_cast<std::size_t>(r)] = 0.0f;
+      continue;
+    }
+    loss[r] = lse[r] - row[t];
+    row_scale[static_cast<std::size_t>(r)] = grad_scale / sum;
+  }
+  gemm_bf16(false, rows, in, vocab, 1.0f, exps, vocab, w, in, 0.0f, dx, in);
+#pragma omp parallel for if (rows * in > 16384)
+  for (i64 r = 0; r < rows; ++r) {
+    const i64 t = targets[r];
+    if (t == ignore_index) continue;  // its operand row was zero
+    const float k = row_scale[static_cast<std::size_t>(r)];
+    const std::uint16_t* target_row = w + t * in;
+    float* d = dx + r * in;
+    for (i64 c = 0; c < in; ++c) d[c] = k * d[c] - grad_scale * bf16_to_float(target_row[c]);
   }
 }
 
