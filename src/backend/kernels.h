@@ -163,6 +163,12 @@ struct AttentionGeometry {
   X(cross_entropy_bf16_input_grad, void(const float* logits, const i64* targets, float* loss, float* lse,    \
                                         float grad_scale, const std::uint16_t* w, std::uint16_t* exps,       \
                                         float* dx, i64 rows, i64 vocab, i64 in, i64 ignore_index))           \
+  /* the same from x [rows, in] (f32, rounded to bf16 for the products) without a logits buffer: the     \
+     loss, lse and dx of every row, the logits held a block at a time. Optional, and a backend may       \
+     decline a call (false, nothing written): ops then take the chunked path */                          \
+  X(linear_cross_entropy_bf16, bool(const float* x, const std::uint16_t* w, const i64* targets, float* loss, \
+                                    float* lse, float grad_scale, float* dx, i64 rows, i64 vocab, i64 in,   \
+                                    i64 ignore_index))                                                      \
   /* fused attention that never holds more than a tile of scores; lse saves the softmax for backward */    \
   X(attention_forward, void(const float* q, const float* k, const float* v, const float* mask, float* out,   \
                             float* lse, const AttentionGeometry& g))                                         \

@@ -88,7 +88,13 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   {
     autograd::NoGradGuard no_grad;
     const auto* id = ids.data<std::int64_t>();
-    for (std::int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    // A frozen bf16 output weight (LoRA's case on the bf16 path): where the backend has the kernel
+    // and takes the call, the loss and dx come without a logits buffer at all.
+    const auto fused = backend::kernels(device).linear_cross_entropy_bf16;
+    const bool done = grad_x && !grad_w && w.dtype() == DType::bf16 && fused != nullptr &&
+                      fused(f32(x2), w.data<std::uint16_t>(), id, f32(losses), f32(lse), inv_count, f32(dx), rows,
+                            vocab, in, ignore_index);
+    for (std::int64_t r0 = 0; r0 < rows && !done; r0 += chunk) {
       const std::int64_t m = std::min(chunk, rows - r0);
       const Tensor xc = x2.as_strided({m, in}, {in, 1}, x2.byte_offset() + static_cast<std::size_t>(r0 * in) * 4);
       Tensor logits = matmul(xc, wt);
