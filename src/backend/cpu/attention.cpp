@@ -18,6 +18,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/scratch.h"
 #include "backend/cpu/vec_math.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -154,8 +155,8 @@ struct Operand {
 // where a product needs.
 class TileProducts {
  public:
-  TileProducts(bool bf16, i64 tile_elements)
-      : bf16_(bf16), rounded_(bf16 ? static_cast<std::size_t>(tile_elements) : 0) {}
+  // `rounded`: room for a tile's bf16 operand where the call multiplies in bf16, else null.
+  explicit TileProducts(std::uint16_t* rounded) : bf16_(rounded != nullptr), rounded_(rounded) {}
 
   void operator()(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, Operand a, i64 lda, Operand b,
                   i64 ldb, float beta, float* c, i64 ldc) {
@@ -173,7 +174,7 @@ class TileProducts {
   // Where a tile operand's bf16 values go (null in f32): the pass that makes the operand rounds
   // into it as it writes, each operand replacing the previous one, so each must be used before the
   // next is made.
-  std::uint16_t* rounding() { return bf16_ ? rounded_.data() : nullptr; }
+  std::uint16_t* rounding() { return rounded_; }
   // The tile operand `values`, with its bf16 rounding in rounding() where the call multiplies in
   // bf16.
   Operand operand(const float* values) { return {values, rounding()}; }
@@ -227,8 +228,17 @@ class TileProducts {
   }
 
   bool bf16_;
-  std::vector<std::uint16_t> rounded_;
+  std::uint16_t* rounded_;
 };
+
+// Each thread's buffers, kept from call to call (scratch.h): the bf16 copies of a call's q, k, v
+// and output gradient, made by the calling thread, and a tile's scores, probabilities and their
+// gradient, and its bf16 operand, used by each member of the team.
+struct AttentionScratch {
+  Scratch<std::uint16_t> q, k, v, dout, rounded;
+  Scratch<float> scores, grads;
+};
+thread_local AttentionScratch scratch;
 
 // Whether this call multiplies in bf16: asked for, native on this CPU (widened bf16 would only
 // round the f32 operands it has), and with enough query rows to repay rounding all of k and v (a
@@ -237,46 +247,46 @@ bool bf16_products(const AttentionGeometry& g) {
   return g.bf16_products && g.q_len >= kBf16Rows && bf16_products_native();
 }
 
-// A bf16 copy of n values when the call multiplies in bf16 (every element written, so left
-// uninitialised until then); null otherwise.
-std::unique_ptr<std::uint16_t[]> bf16_copy(bool bf16, const float* x, i64 n) {
+// A bf16 copy of n values, in `into`, when the call multiplies in bf16; null otherwise.
+const std::uint16_t* bf16_copy(bool bf16, const float* x, i64 n, Scratch<std::uint16_t>& into) {
   if (!bf16) return nullptr;
-  auto out = std::make_unique_for_overwrite<std::uint16_t[]>(static_cast<std::size_t>(n));
-  convert(x, DType::f32, out.get(), DType::bf16, n);
+  std::uint16_t* out = into.at_least(n);
+  convert(x, DType::f32, out, DType::bf16, n);
   return out;
 }
 
-Operand operand(const float* f32, const std::unique_ptr<std::uint16_t[]>& copy, i64 offset) {
-  return {f32 + offset, copy ? copy.get() + offset : nullptr};
+Operand operand(const float* f32, const std::uint16_t* copy, i64 offset) {
+  return {f32 + offset, copy ? copy + offset : nullptr};
 }
 
 // The key or value heads, `stride` elements apart in f32 (a KV cache's slice is read in place),
-// and when the call multiplies in bf16 a packed bf16 copy of them; or heads held in bf16, read in
-// place either way.
+// and when the call multiplies in bf16 a packed bf16 copy of them, in `copy`; or heads held in
+// bf16, read in place either way.
 class Heads {
  public:
   Heads(const std::uint16_t* x, i64 stride) : f32_(nullptr), stride_(stride), elements_(stride), view_(x) {}
 
-  Heads(bool bf16, const float* x, i64 count, i64 stride, i64 elements)
+  Heads(bool bf16, const float* x, i64 count, i64 stride, i64 elements, Scratch<std::uint16_t>& copy)
       : f32_(x), stride_(stride), elements_(elements) {
     if (!bf16) return;
     if (stride == elements) {
-      bf16_ = bf16_copy(true, x, count * elements);
+      bf16_ = bf16_copy(true, x, count * elements, copy);
       return;
     }
-    bf16_ = std::make_unique_for_overwrite<std::uint16_t[]>(static_cast<std::size_t>(count * elements));
-    for (i64 h = 0; h < count; ++h) convert(x + h * stride, DType::f32, bf16_.get() + h * elements, DType::bf16, elements);
+    std::uint16_t* packed = copy.at_least(count * elements);
+    for (i64 h = 0; h < count; ++h) convert(x + h * stride, DType::f32, packed + h * elements, DType::bf16, elements);
+    bf16_ = packed;
   }
 
   Operand operator[](i64 head) const {
     if (view_) return {nullptr, view_ + head * stride_};
-    return {f32_ + head * stride_, bf16_ ? bf16_.get() + head * elements_ : nullptr};
+    return {f32_ + head * stride_, bf16_ ? bf16_ + head * elements_ : nullptr};
   }
 
  private:
   const float* f32_;
   i64 stride_, elements_;
-  std::unique_ptr<std::uint16_t[]> bf16_;
+  const std::uint16_t* bf16_ = nullptr;
   const std::uint16_t* view_ = nullptr;
 };
 
@@ -326,16 +336,15 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
   const OneBlasThreadEach blas_threads;
   const i64 heads = g.batch * g.kv_heads * g.group;
   const i64 tile_size = tile_rows(bf16), tiles = (g.q_len + tile_size - 1) / tile_size;
-  const auto q16 = bf16_copy(bf16, q, heads * g.q_len * g.head_dim);
-  // A tile's scores: a generated token's single query row needs one row of them, not a tile's
-  // (faulted in afresh, at 128 KB from 512 keys, for every layer of every token).
+  const std::uint16_t* q16 = bf16_copy(bf16, q, heads * g.q_len * g.head_dim, scratch.q);
+  // A tile's scores: a generated token's single query row needs one row of them, not a tile's.
   const i64 rows_at_most = std::min(tile_size, g.q_len);
+  const i64 tile_elements = rows_at_most * std::max<i64>(g.kv_len, 1);
 #pragma omp parallel
   {
-    // Scratch every tile writes before it reads (so left uninitialised).
-    const auto scores =
-        std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(rows_at_most * std::max<i64>(g.kv_len, 1)));
-    TileProducts product(bf16, rows_at_most * g.kv_len);
+    // Every tile writes these before it reads them.
+    float* const scores = scratch.scores.at_least(tile_elements);
+    TileProducts product(bf16 ? scratch.rounded.at_least(tile_elements) : nullptr);
     std::vector<float> row_scale(static_cast<std::size_t>(rows_at_most));  // 1/sum of each row's exponentials
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < heads * tiles; ++item) {
@@ -354,13 +363,13 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
         continue;
       }
       tile_scores(product, g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible,
-                  scores.get());
+                  scores);
       // Each row's exponentials against its largest score. In bf16 they go unnormalised straight
       // into the rounded operand, and the output's row (v_dim values, not `visible`) is scaled by
       // 1/sum after the product; in f32 the row is normalised in place.
       std::uint16_t* p16 = product.rounding();
       for (i64 r = 0; r < rows; ++r) {
-        float* s = scores.get() + r * visible;
+        float* s = scores + r * visible;
         const float max = max_of(s, visible);
         if (max == -std::numeric_limits<float>::infinity()) {  // every key masked: no weight anywhere
           if (p16) std::fill(p16 + r * visible, p16 + (r + 1) * visible, std::uint16_t{0});
@@ -379,7 +388,7 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
         }
         lse_tile[r] = max + std::log(sum);
       }
-      product(false, false, rows, g.v_dim, visible, 1.0f, product.operand(scores.get()), visible, vh, g.v_dim, 0.0f,
+      product(false, false, rows, g.v_dim, visible, 1.0f, product.operand(scores), visible, vh, g.v_dim, 0.0f,
               o_tile, g.v_dim);
       if (p16)
         for (i64 r = 0; r < rows; ++r) {
@@ -396,8 +405,8 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
 void attention_forward(const float* q, const float* k, const float* v, const float* mask, float* out, float* lse,
                        const AttentionGeometry& g) {
   const bool bf16 = bf16_products(g);
-  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim);
-  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim);
+  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim, scratch.k);
+  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim, scratch.v);
   forward_tiles(bf16, q, keys, values, mask, out, lse, g);
 }
 
@@ -413,19 +422,19 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   const bool bf16 = bf16_products(g);
   const i64 tile_size = tile_rows(bf16);
   const i64 q_elements = g.batch * g.kv_heads * g.group * g.q_len;
-  const auto q16 = bf16_copy(bf16, q, q_elements * g.head_dim);
-  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim);
-  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim);
-  const auto do16 = bf16_copy(bf16, dout, q_elements * g.v_dim);
+  const std::uint16_t* q16 = bf16_copy(bf16, q, q_elements * g.head_dim, scratch.q);
+  const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim, scratch.k);
+  const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim, scratch.v);
+  const std::uint16_t* do16 = bf16_copy(bf16, dout, q_elements * g.v_dim, scratch.dout);
   // One item per key/value head, so its dk and dv have one writer.
 #pragma omp parallel
   {
-    // Scratch every tile writes before it reads (so left uninitialised).
-    const std::size_t tile_elements = static_cast<std::size_t>(tile_size * std::max<i64>(g.kv_len, 1));
-    const auto p = std::make_unique_for_overwrite<float[]>(tile_elements);
-    const auto dp = std::make_unique_for_overwrite<float[]>(tile_elements);
+    // A tile's probabilities and their gradient: every tile writes these before it reads them.
+    const i64 tile_elements = tile_size * std::max<i64>(g.kv_len, 1);
+    float* const p = scratch.scores.at_least(tile_elements);
+    float* const dp = scratch.grads.at_least(tile_elements);
     std::vector<float> delta(static_cast<std::size_t>(tile_size));
-    TileProducts product(bf16, tile_size * g.kv_len);
+    TileProducts product(bf16 ? scratch.rounded.at_least(tile_elements) : nullptr);
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < g.batch * g.kv_heads; ++item) {
       const i64 b = item / g.kv_heads;
@@ -449,12 +458,12 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             continue;
           }
           tile_scores(product, g, q_tile, kh, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible,
-                      p.get());
+                      p);
           // p = exp(s - lse), rounded as it is written where the products are bf16; rows with
           // nothing visible stay 0.
           std::uint16_t* p16 = product.rounding();
           for (i64 r = 0; r < rows; ++r) {
-            float* pr = p.get() + r * visible;
+            float* pr = p + r * visible;
             std::uint16_t* pr16 = p16 ? p16 + r * visible : nullptr;
             if (lse_tile[r] == -std::numeric_limits<float>::infinity()) {
               std::fill(pr, pr + visible, 0.0f);
@@ -469,12 +478,12 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
             delta[static_cast<std::size_t>(r)] = d;
           }
           // dv += pᵀ dout; dp = dout vᵀ; ds = p (dp - delta); dq = scale ds k; dk += scale dsᵀ q
-          product(true, false, visible, g.v_dim, rows, 1.0f, product.operand(p.get()), visible, do_tile, g.v_dim, 1.0f,
+          product(true, false, visible, g.v_dim, rows, 1.0f, product.operand(p), visible, do_tile, g.v_dim, 1.0f,
                   dvh, g.v_dim);
-          product(false, true, rows, visible, g.v_dim, 1.0f, do_tile, g.v_dim, vh, g.v_dim, 0.0f, dp.get(), visible);
+          product(false, true, rows, visible, g.v_dim, 1.0f, do_tile, g.v_dim, vh, g.v_dim, 0.0f, dp, visible);
           for (i64 r = 0; r < rows; ++r) {  // ds, into the rounded operand where the products are bf16
-            float* pr = p.get() + r * visible;
-            const float* dpr = dp.get() + r * visible;
+            float* pr = p + r * visible;
+            const float* dpr = dp + r * visible;
             const float d = delta[static_cast<std::size_t>(r)];
             if (p16) {
               score_gradient_bf16(pr, dpr, d, p16 + r * visible, visible);
@@ -482,7 +491,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
               for (i64 j = 0; j < visible; ++j) pr[j] *= dpr[j] - d;
             }
           }
-          const Operand ds = product.operand(p.get());
+          const Operand ds = product.operand(p);
           product(false, false, rows, g.head_dim, visible, g.scale, ds, visible, kh, g.head_dim, 0.0f, dq_tile,
                   g.head_dim);
           product(true, false, visible, g.head_dim, rows, g.scale, ds, visible, q_tile, g.head_dim, 1.0f, dkh,

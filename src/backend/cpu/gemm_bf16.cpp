@@ -24,6 +24,7 @@
 #include "backend/cpu/gemm_bf16_narrow.h"
 #include "backend/cpu/gemm_bf16_short.h"
 #include "backend/cpu/gemm_packed.h"
+#include "backend/cpu/scratch.h"
 #include "core/dtype.h"
 
 #if defined(LORACPP_HAVE_ONEDNN)
@@ -86,17 +87,7 @@ struct SerialOneDnn {
   };
   using Key = std::tuple<bool, bool, i64, i64, i64, i64, i64, i64, float, float>;
   std::map<Key, Product> products;
-  std::unique_ptr<std::byte[]> scratch;
-  std::size_t scratch_bytes = 0;
-
-  // The scratch buffer, at least `bytes` long.
-  std::byte* scratch_of(std::size_t bytes) {
-    if (bytes > scratch_bytes) {
-      scratch = std::make_unique_for_overwrite<std::byte[]>(bytes);
-      scratch_bytes = bytes;
-    }
-    return scratch.get();
-  }
+  Scratch<std::byte> scratch;
 };
 #endif
 
@@ -372,7 +363,7 @@ void gemm_bf16_serial(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alp
   product.a.set_data_handle(const_cast<std::uint16_t*>(a));
   product.b.set_data_handle(const_cast<std::uint16_t*>(b));
   product.c.set_data_handle(c);
-  product.scratch.set_data_handle(dnn.scratch_of(product.scratch.get_desc().get_size()));
+  product.scratch.set_data_handle(dnn.scratch.at_least(static_cast<i64>(product.scratch.get_desc().get_size())));
   product.matmul.execute(dnn.stream, {{DNNL_ARG_SRC, product.a},
                                       {DNNL_ARG_WEIGHTS, product.b},
                                       {DNNL_ARG_DST, product.c},

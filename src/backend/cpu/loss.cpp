@@ -8,6 +8,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/scratch.h"
 #include "backend/cpu/vec_math.h"
 #include "core/dtype.h"
 
@@ -140,6 +141,14 @@ namespace {
 constexpr i64 kLossRows = 512;
 constexpr i64 kLossVocab = 256;
 
+// Each thread's buffers for it, kept from call to call (scratch.h): x in bf16 (the calling
+// thread's), and a block's scores and rounded exponentials (each team member's).
+struct LossScratch {
+  Scratch<std::uint16_t> x16, exps;
+  Scratch<float> scores;
+};
+thread_local LossScratch scratch;
+
 // One item of linear_cross_entropy_bf16: `rows` rows of x (bf16, x16) against every block of w, on
 // the calling thread. Each row keeps the largest score so far, the sum of its exponentials against
 // it and, in dx, their product with w's rows; a larger score scales both down before the block's
@@ -196,23 +205,23 @@ void loss_rows(const std::uint16_t* x16, const std::uint16_t* w, const i64* targ
 bool linear_cross_entropy_bf16(const float* x, const std::uint16_t* w, const i64* targets, float* loss, float* lse,
                                float grad_scale, float* dx, i64 rows, i64 vocab, i64 in, i64 ignore_index) {
   if (!bf16_products_native() || rows == 0 || vocab == 0 || in == 0) return false;
-  const auto x16 = std::make_unique_for_overwrite<std::uint16_t[]>(static_cast<std::size_t>(rows * in));
-  convert(x, DType::f32, x16.get(), DType::bf16, rows * in);
+  std::uint16_t* const x16 = scratch.x16.at_least(rows * in);
+  convert(x, DType::f32, x16, DType::bf16, rows * in);
   // As many items for each thread, of at most kLossRows rows, as even as they come.
   const i64 threads = omp_get_max_threads();
   const i64 items = threads * ((rows + threads * kLossRows - 1) / (threads * kLossRows));
   const i64 block = (rows + items - 1) / items;
 #pragma omp parallel
   {
-    const auto scores = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(block * kLossVocab));
-    const auto exps = std::make_unique_for_overwrite<std::uint16_t[]>(static_cast<std::size_t>(block * kLossVocab));
+    float* const scores = scratch.scores.at_least(block * kLossVocab);
+    std::uint16_t* const exps = scratch.exps.at_least(block * kLossVocab);
     std::vector<float> row_state(static_cast<std::size_t>(3 * block));
 #pragma omp for schedule(dynamic)
     for (i64 item = 0; item < items; ++item) {
       const i64 r0 = item * block, n = std::min(block, rows - r0);
       if (n <= 0) continue;  // fewer rows than threads
-      loss_rows(x16.get() + r0 * in, w, targets + r0, loss + r0, lse + r0, grad_scale, dx + r0 * in, n, vocab, in,
-                ignore_index, scores.get(), exps.get(), row_state.data(), row_state.data() + block,
+      loss_rows(x16 + r0 * in, w, targets + r0, loss + r0, lse + r0, grad_scale, dx + r0 * in, n, vocab, in,
+                ignore_index, scores, exps, row_state.data(), row_state.data() + block,
                 row_state.data() + 2 * block);
     }
   }
