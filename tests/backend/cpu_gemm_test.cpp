@@ -294,13 +294,14 @@ TEST(CpuGemmBf16, ProductsWithALowRankExpansionMatchTheReference) {
 }
 
 // A LoRA branch's expansions t Bᵀ and u A: at most 32 terms, added into c, through our short-inner
-// kernel with AVX512-BF16: odd term counts (the last pair half empty), column counts around its
-// blocks of 64 and partial vectors, row counts around its groups of 16, each beta, and threaded.
+// kernel with AVX512-BF16: odd term counts (the last pair half empty), the ranks it unrolls (8
+// and 16 terms) and others, column counts around its blocks of 48 and partial vectors, row counts
+// around its groups of 16 and blocks of 8, each beta, and threaded.
 TEST(CpuGemmBf16, ShortProductsMatchTheReference) {
   for (const bool trans_b : {true, false})
-    for (const i64 k : {1, 2, 7, 16, 17, 32})
-      for (const i64 n : {17, 64, 65, 200})
-        for (const i64 m : {1, 15, 16, 33})
+    for (const i64 k : {1, 2, 7, 8, 16, 17, 32})
+      for (const i64 n : {17, 48, 64, 65, 200})
+        for (const i64 m : {1, 9, 15, 16, 33})
           for (const float beta : {0.0f, 1.0f, -2.0f}) expect_bf16_matches_reference(trans_b, m, n, k, 0.25f, beta);
   expect_bf16_matches_reference(true, 1024, 768, 16, 2.0f, 1.0f);
   expect_bf16_matches_reference(false, 1024, 768, 8, 2.0f, 1.0f);
