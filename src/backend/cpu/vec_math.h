@@ -158,7 +158,13 @@ struct Floats {
 
 // fast_exp on a vector of floats.
 inline Floats fast_exp(Floats x) {
+#if defined(__AVX512F__)
+  // No clamp: lanes outside [-87, 88] (NaN included) are replaced by the masks below whatever the
+  // polynomial made of them, and scalef takes any n; in range the result is the clamped one's.
+  const Floats clamped = x;
+#else
   const Floats clamped = Floats::min(Floats::max(x, Floats::all(-87.0f)), Floats::all(88.0f));
+#endif
   const Floats n = (clamped * Floats::all(1.44269504088896341f)).round();
   Floats r = Floats::fnma(n, Floats::all(0.693359375f), clamped);
   r = Floats::fnma(n, Floats::all(-2.12194440e-4f), r);
