@@ -61,47 +61,48 @@ struct Reference {
     return dx;
   }
 
+  // Checks each row's loss and log-sum-exp against the separate kernels', and its `cols` values of a
+  // gradient, got(j) against want(j) within tolerance(j) (j an index into [rows, cols]): zeros on
+  // ignored rows.
+  template <class Got, class Want, class Tolerance>
+  void expect_rows(const std::vector<float>& got_loss, const std::vector<float>& got_lse, i64 cols, const Got& got,
+                   const Want& want, const Tolerance& tolerance) const {
+    for (i64 r = 0; r < rows; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      EXPECT_NEAR(got_lse[i], lse[i], 1e-5f * std::abs(lse[i])) << "row " << r;
+      EXPECT_NEAR(got_loss[i], loss[i], 1e-5f * (1.0f + std::abs(loss[i]))) << "row " << r;
+      for (i64 c = 0; c < cols; ++c) {
+        const auto j = static_cast<std::size_t>(r * cols + c);
+        if (targets[i] == kIgnored) {
+          ASSERT_EQ(got(j), 0.0f) << "row " << r << " is ignored";
+        } else {
+          ASSERT_NEAR(got(j), want(j), tolerance(j)) << "row " << r << ", column " << c;
+        }
+      }
+    }
+  }
+
   // Checks a kernel's loss, log-sum-exp and input gradient dx against input_grad's, to within a
-  // bf16 step of its largest magnitude (the exponentials' rounding); ignored rows get zeros.
+  // bf16 step of its largest magnitude (the exponentials' rounding).
   void expect_input_grad(const std::vector<float>& got_loss, const std::vector<float>& got_lse,
                          const std::vector<float>& dx, const std::vector<std::uint16_t>& w, i64 in) const {
     double largest = 0;
     const std::vector<double> dx_want = input_grad(w, in, largest);
     ASSERT_GT(largest, 0.0);
-    for (i64 r = 0; r < rows; ++r) {
-      const auto i = static_cast<std::size_t>(r);
-      EXPECT_NEAR(got_lse[i], lse[i], 1e-5f * std::abs(lse[i])) << "row " << r;
-      EXPECT_NEAR(got_loss[i], loss[i], 1e-5f * (1.0f + std::abs(loss[i]))) << "row " << r;
-      for (i64 c = 0; c < in; ++c) {
-        const auto j = static_cast<std::size_t>(r * in + c);
-        if (targets[i] == kIgnored) {
-          ASSERT_EQ(dx[j], 0.0f) << "row " << r << " is ignored";
-        } else {
-          ASSERT_NEAR(dx[j], dx_want[j], largest / 256) << "row " << r << ", column " << c;
-        }
-      }
-    }
+    expect_rows(got_loss, got_lse, in, [&](std::size_t j) { return dx[j]; }, [&](std::size_t j) { return dx_want[j]; },
+                [&](std::size_t) { return largest / 256; });
   }
 
   // Checks a one-pass kernel's loss and log-sum-exp, and its gradient through got_grad(index).
   template <class Grad>
   void expect_matched_by(const std::vector<float>& got_loss, const std::vector<float>& got_lse, const Grad& got_grad,
                          float relative_tolerance) const {
+    expect_rows(got_loss, got_lse, vocab, got_grad, [&](std::size_t j) { return grad[j]; },
+                [&](std::size_t j) { return 1e-9f + relative_tolerance * std::abs(grad[j]); });
     for (i64 r = 0; r < rows; ++r) {
-      const auto i = static_cast<std::size_t>(r);
-      EXPECT_NEAR(got_lse[i], lse[i], 1e-5f * std::abs(lse[i])) << "row " << r;
-      EXPECT_NEAR(got_loss[i], loss[i], 1e-5f * (1.0f + std::abs(loss[i]))) << "row " << r;
-      for (i64 v = 0; v < vocab; ++v) {
-        const auto j = static_cast<std::size_t>(r * vocab + v);
-        if (targets[i] == kIgnored) {
-          ASSERT_EQ(got_grad(j), 0.0f) << "row " << r << " is ignored";
-        } else {
-          ASSERT_NEAR(got_grad(j), grad[j], 1e-9f + relative_tolerance * std::abs(grad[j]))
-              << "row " << r << ", column " << v;
-        }
-      }
-      if (targets[i] != kIgnored) {
-        EXPECT_LT(got_grad(static_cast<std::size_t>(r * vocab + targets[i])), 0.0f);
+      const i64 t = targets[static_cast<std::size_t>(r)];
+      if (t != kIgnored) {
+        EXPECT_LT(got_grad(static_cast<std::size_t>(r * vocab + t)), 0.0f) << "row " << r;
       }
     }
   }
