@@ -41,11 +41,21 @@ std::string duration(double seconds) {
 }
 
 // The output folder must be creatable and writable, and must not hold results we would overwrite.
-void prepare_output(const std::filesystem::path& out, bool may_overwrite) {
+// Checked before the model and data are read (a mistake there is told at once), and created only
+// once they have been (check_output, then create_output), so that bad input leaves no folder
+// behind.
+void check_output(const std::filesystem::path& out, bool may_overwrite) {
   std::error_code error;
-  std::filesystem::create_directories(out, error);
-  check(std::filesystem::is_directory(out), "train", "cannot create output folder {}: {}", out.string(),
-        error ? error.message() : "not a folder");
+  // The folder, or the nearest one above it that exists: where it would be created.
+  std::filesystem::path existing = std::filesystem::absolute(out, error);
+  while (!std::filesystem::exists(existing, error) && existing.has_relative_path()) existing = existing.parent_path();
+  check(std::filesystem::is_directory(existing, error), "train", "cannot create output folder {}: {} is not a folder",
+        out.string(), existing.string());
+  if (!std::filesystem::equivalent(existing, out, error)) {
+    check(::access(existing.c_str(), W_OK) == 0, "train", "cannot create output folder {}: {} is not writable",
+          out.string(), existing.string());
+    return;
+  }
   for (const char* result : {"adapter_model.safetensors", "model.safetensors"})
     check(may_overwrite || !std::filesystem::exists(out / result), "train",
           "output folder {} already holds {}; pass --overwrite or choose another --out", out.string(), result);
@@ -56,6 +66,13 @@ void prepare_output(const std::filesystem::path& out, bool may_overwrite) {
     fail("train", "output folder {} is not writable", out.string());
   }
   std::filesystem::remove(probe, error);
+}
+
+void create_output(const std::filesystem::path& out) {
+  std::error_code error;
+  std::filesystem::create_directories(out, error);
+  check(std::filesystem::is_directory(out), "train", "cannot create output folder {}: {}", out.string(),
+        error ? error.message() : "not a folder");
 }
 
 }  // namespace
@@ -123,7 +140,7 @@ int TrainCommand::run() {
     const std::string why = Storage::unavailable_reason(Device::cuda);
     check(why.empty(), "train", "--device cuda: {}", why);
   }
-  prepare_output(out, overwrite || !resume.empty());
+  check_output(out, overwrite || !resume.empty());
   auto loaded = models::load_model(model, {.tokenizer = tokenizer});
   check(loaded.tokenizer != nullptr, "train", "no tokenizer found next to {}; give one with --tokenizer", model);
   auto& m = *loaded.model;
@@ -208,6 +225,7 @@ int TrainCommand::run() {
       {"max_grad_norm", max_grad_norm}, {"schedule", schedule}, {"warmup", warmup}, {"min_lr_ratio", min_lr_ratio},
       {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"early_stopping", early_stopping}, {"seed", seed},
       {"data_options", data_args.to_json()}, {"base_dtype", base_dtype}};
+  create_output(out);
   train::Trainer trainer(m, params, prepared.train, prepared.validation ? &*prepared.validation : nullptr, options,
                          fingerprint.dump(), out);
   if (!resume.empty()) {

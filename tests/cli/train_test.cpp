@@ -148,10 +148,12 @@ TEST_F(TrainCli, BadInputsAreClearErrors) {
   Result r = lora("train --model " + kModel + " --data " + (dir_ / "empty.txt").string() + " --out " + (dir_ / "e").string());
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("[data] " + (dir_ / "empty.txt").string() + " holds no documents"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "e")) << "bad input left an output folder behind";
   // Sequences longer than the model's context (512).
   r = lora(common((dir_ / "long").string()) + " --seq-len 600");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("exceeds the model's context of 512"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "long"));
   // An output folder that cannot be created.
   r = lora(common((dir_ / "data.txt" / "sub").string()));
   EXPECT_EQ(r.status, 1);
