@@ -15,6 +15,8 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/attention_pairs.h"
+#include "backend/cpu/attention_tiles.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/scratch.h"
@@ -289,41 +291,11 @@ class Heads {
   const std::uint16_t* view_ = nullptr;
 };
 
-// out[j] = p[j] (dp[j] - d) rounded to bf16: a row of the scores' gradient, made straight into the
-// rounded operand of the bf16 products that read it.
-void score_gradient_bf16(const float* p, const float* dp, float d, std::uint16_t* out, i64 n) {
-  i64 j = 0;
-#if defined(LORACPP_VECTOR_FLOATS)
-  const Floats dv = Floats::all(d);
-  for (; j + Floats::kLanes <= n; j += Floats::kLanes)
-    (Floats::load(p + j) * (Floats::load(dp + j) - dv)).store_bf16(out + j);
-#endif
-  for (; j < n; ++j) out[j] = float_to_bf16(p[j] * (dp[j] - d));
-}
-
-// Keys [0, visible) that any query of rows [t0, t1) may see.
-i64 visible_keys(const AttentionGeometry& g, i64 t1) {
-  return g.causal ? std::clamp<i64>(t1 + g.kv_len - g.q_len, 0, g.kv_len) : g.kv_len;
-}
-
 // scores [rows, visible] = scale * q_tile kᵀ + mask, -inf where causality hides a key.
 void tile_scores(TileProducts& product, const AttentionGeometry& g, Operand q_tile, Operand k, const float* mask_plane,
                  i64 t0, i64 rows, i64 visible, float* scores) {
   product(false, true, rows, visible, g.head_dim, g.scale, q_tile, g.head_dim, k, g.head_dim, 0.0f, scores, visible);
-  for (i64 r = 0; r < rows; ++r) {
-    float* s = scores + r * visible;
-    if (mask_plane) {
-      const float* m = mask_plane + (t0 + r) * g.kv_len;
-      for (i64 j = 0; j < visible; ++j) s[j] += m[j];
-    }
-    if (g.causal)
-      for (i64 j = std::max<i64>(t0 + r + g.kv_len - g.q_len + 1, 0); j < visible; ++j)
-        s[j] = -std::numeric_limits<float>::infinity();
-  }
-}
-
-const float* mask_plane(const AttentionGeometry& g, const float* mask, i64 b, i64 head) {
-  return mask ? mask + b * g.mask_batch_stride + head * g.mask_head_stride : nullptr;
+  mask_scores(g, mask_plane, t0, rows, visible, scores);
 }
 
 }  // namespace
@@ -404,6 +376,8 @@ void forward_tiles(bool bf16, const float* q, const Heads& keys, const Heads& va
 void attention_forward(const float* q, const float* k, const float* v, const float* mask, float* out, float* lse,
                        const AttentionGeometry& g) {
   const bool bf16 = bf16_products(g);
+  if (bf16 && attention_pairs_fit(g))
+    return attention_forward_pairs(q, {k, nullptr, g.k_stride()}, {v, nullptr, g.v_stride()}, mask, out, lse, g);
   const Heads keys(bf16, k, g.batch * g.kv_heads, g.k_stride(), g.kv_len * g.head_dim, scratch.k);
   const Heads values(bf16, v, g.batch * g.kv_heads, g.v_stride(), g.kv_len * g.v_dim, scratch.v);
   forward_tiles(bf16, q, keys, values, mask, out, lse, g);
@@ -411,14 +385,20 @@ void attention_forward(const float* q, const float* k, const float* v, const flo
 
 void attention_forward_bf16_kv(const float* q, const std::uint16_t* k, const std::uint16_t* v, const float* mask,
                                float* out, float* lse, const AttentionGeometry& g) {
-  forward_tiles(bf16_products(g), q, Heads(k, g.k_stride()), Heads(v, g.v_stride()), mask, out, lse, g);
+  const bool bf16 = bf16_products(g);
+  if (bf16 && attention_pairs_fit(g))
+    return attention_forward_pairs(q, {nullptr, k, g.k_stride()}, {nullptr, v, g.v_stride()}, mask, out, lse, g);
+  forward_tiles(bf16, q, Heads(k, g.k_stride()), Heads(v, g.v_stride()), mask, out, lse, g);
 }
 
 void attention_backward(const float* q, const float* k, const float* v, const float* mask, const float* out,
                         const float* lse, const float* dout, float* dq, float* dk, float* dv,
                         const AttentionGeometry& g) {
-  const OneBlasThreadEach blas_threads;
   const bool bf16 = bf16_products(g);
+  if (bf16 && attention_pairs_fit(g))
+    return attention_backward_pairs(q, {k, nullptr, g.k_stride()}, {v, nullptr, g.v_stride()}, mask, out, lse, dout,
+                                    dq, dk, dv, g);
+  const OneBlasThreadEach blas_threads;
   const i64 tile_size = tile_rows(bf16);
   const i64 q_elements = g.batch * g.kv_heads * g.group * g.q_len;
   const std::uint16_t* q16 = bf16_copy(bf16, q, q_elements * g.head_dim, scratch.q);

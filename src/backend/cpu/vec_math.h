@@ -4,7 +4,7 @@
 // normal range, 0 below it (so exp(-inf) = 0, as masked scores need), inf above. GCC 12 does not
 // vectorise the scalar form, so the array functions run it on the widest vectors the build targets
 // (sixteen floats with AVX-512, eight with AVX2), through the few operations of `Floats` below,
-// and one at a time over the tail.
+// and over the tail in one masked vector with AVX-512 (one at a time with AVX2).
 #include <cstdint>
 #include <cstring>
 
@@ -90,6 +90,21 @@ struct Floats {
     return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_maskz_cvtepu16_epi32(0xffff, raw), 16))};
   }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
+  // The first n lanes (0 < n < kLanes) from p, the others `rest`; stored to p, the others untouched.
+  static Floats load_first(const float* p, int n, float rest) {
+    return {_mm512_mask_loadu_ps(_mm512_set1_ps(rest), first_lanes(n), p)};
+  }
+  void store_first(float* p, int n) const { _mm512_mask_storeu_ps(p, first_lanes(n), v); }
+  void store_bf16_first(std::uint16_t* p, int n) const {
+#if defined(__AVX512BF16__)
+    _mm256_mask_storeu_epi16(p, first_lanes(n), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+#else
+    alignas(64) float lanes[kLanes];
+    store(lanes);
+    for (int i = 0; i < n; ++i) p[i] = float_to_bf16(lanes[i]);
+#endif
+  }
+  static __mmask16 first_lanes(int n) { return static_cast<__mmask16>((1u << n) - 1); }
   // The lanes rounded to bf16 (to nearest, ties to even; as to_bf16 below, inputs under f32's
   // normal range become zero where the build has AVX512-BF16's conversion).
   void store_bf16(std::uint16_t* p) const {
@@ -196,6 +211,12 @@ inline float max_of(const float* x, std::int64_t n) {
 #if defined(LORACPP_VECTOR_FLOATS)
   Floats acc = Floats::all(max);
   for (; i + Floats::kLanes <= n; i += Floats::kLanes) acc = Floats::max(Floats::load(x + i), acc);  // a NaN lane keeps acc
+#if defined(__AVX512F__)
+  if (i < n) {  // the tail in one masked vector: a tile's rows end anywhere
+    acc = Floats::max(Floats::load_first(x + i, static_cast<int>(n - i), max), acc);
+    i = n;
+  }
+#endif
   max = acc.largest();
 #endif
   for (; i < n; ++i) max = x[i] > max ? x[i] : max;
@@ -217,6 +238,16 @@ inline float exp_shifted(const float* x, float shift, float scale, float* out, s
     if (out16) y.store_bf16(out16 + i);
     acc = acc + y;
   }
+#if defined(__AVX512F__)
+  if (i < n) {  // the tail in one masked vector, its other lanes exp(-inf) = 0
+    const int tail = static_cast<int>(n - i);
+    const Floats y = fast_exp(Floats::load_first(x + i, tail, -__builtin_inff()) - s) * k;
+    if (out) y.store_first(out + i, tail);
+    if (out16) y.store_bf16_first(out16 + i, tail);
+    acc = acc + y;
+    i = n;
+  }
+#endif
   sum = acc.sum();
 #endif
   for (; i < n; ++i) {
