@@ -4,7 +4,9 @@
 // multiplied inside an OpenMP loop over heads, each on its own thread: in f32 as gemm's large
 // products are (f32_library_gemm: oneDNN's sgemm on CPUs with AVX-512, where Debian's OpenBLAS
 // runs AVX2 kernels, else OpenBLAS), or, when the geometry asks for bf16 products, in bf16 with
-// f32 accumulation through oneDNN.
+// f32 accumulation through oneDNN. Where the build has AVX512-BF16 and the heads' lengths are
+// even, bf16 calls go instead to attention_pairs.cpp, whose own kernel multiplies operands packed
+// once per head.
 // Softmax, masking and the log-sum-exp stay f32 either way. Keys and values may also come in bf16
 // (a KV cache on the bf16 path), read in place; f32 tiles widen them as they read them.
 #include <cblas.h>
