@@ -136,6 +136,10 @@ struct AttentionGeometry {
      inverse rotates by -angle (the backward pass) */                                                        \
   X(rope, void(const float* x, float* y, i64 outer, i64 seq, i64 head_dim, const float* inv_freq,            \
                i64 pos_offset, RopeLayout layout, bool inverse))                                             \
+  /* rope between a projection's layout and the heads': x [batch, seq, heads, head_dim] -> y [batch, heads,   \
+     seq, head_dim] when to_heads, else the reverse (a backward pass); optional (CUDA: none) */              \
+  X(rope_heads, void(const float* x, float* y, i64 batch, i64 heads, i64 seq, i64 head_dim,                  \
+                     const float* inv_freq, i64 pos_offset, RopeLayout layout, bool inverse, bool to_heads)) \
   /* out[n] = silu(gate[n]) * up[n] */                                                                       \
   X(swiglu_forward, void(const float* gate, const float* up, float* out, i64 n))                             \
   X(swiglu_backward, void(const float* gate, const float* up, const float* dy, float* dgate, float* dup,     \

@@ -328,8 +328,9 @@ Tensor LlamaModel::attention(std::int64_t layer, const Tensor& x, KVCache* cache
   };
   const RopeOptions rotary{.theta = config_.rope_theta, .layout = config_.rope_layout, .position_offset = position,
                            .inv_freq = inv_freq_};
-  const Tensor q = rope(heads_of("self_attn.q_proj", config_.num_heads), rotary);
-  Tensor k = rope(heads_of("self_attn.k_proj", config_.num_kv_heads), rotary);
+  // q and k split into heads as they are rotated.
+  const Tensor q = rope_heads(project(layer_name(layer, "self_attn.q_proj"), x, context), config_.num_heads, rotary);
+  Tensor k = rope_heads(project(layer_name(layer, "self_attn.k_proj"), x, context), config_.num_kv_heads, rotary);
   Tensor v = heads_of("self_attn.v_proj", config_.num_kv_heads);
   if (cache) {
     check(position + seq <= cache->capacity, kPlace, "the KV cache holds {} positions, {} are needed",

@@ -129,6 +129,10 @@ struct RopeOptions {
 std::vector<float> rope_inv_freq(std::int64_t head_dim, float theta);
 // x [batch, heads, seq, head_dim]: rotates pairs of features by position * inv_freq.
 Tensor rope(const Tensor& x, const RopeOptions& options);
+// A projection's output split into heads and rotated: x [batch, seq, heads * head_dim] ->
+// [batch, heads, seq, head_dim], as rope(transpose(reshape(x, [batch, seq, heads, head_dim]), 1, 2))
+// but without the copies between the layouts (forward and backward) where the backend has it.
+Tensor rope_heads(const Tensor& x, std::int64_t heads, const RopeOptions& options);
 
 struct AttentionOptions {
   bool causal = false;

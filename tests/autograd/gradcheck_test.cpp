@@ -197,6 +197,13 @@ const std::vector<GradCase>& cases() {
                    return rope(x[0], {.theta = 100.0f, .layout = layout, .position_offset = offset});
                  }};
        }},
+      {"rope_heads", [](Rng& r) -> Result {
+         const auto layout = r.uniform() < 0.5f ? RopeLayout::half : RopeLayout::interleaved;
+         const std::int64_t heads = pick(r, {1, 3}), offset = pick(r, {0, 3});
+         return {{leaf({dim(r), dim(r), heads * 2 * dim(r)}, r)}, [heads, layout, offset](const Inputs& x) {
+                   return rope_heads(x[0], heads, {.theta = 100.0f, .layout = layout, .position_offset = offset});
+                 }};
+       }},
       {"attention", [](Rng& r) -> Result {
          const std::int64_t b = pick(r, {1, 2}), kvh = pick(r, {1, 2}), group = pick(r, {1, 2});
          const std::int64_t q_len = dim(r), kv_len = q_len + pick(r, {0, 2}), d = pick(r, {2, 3});
