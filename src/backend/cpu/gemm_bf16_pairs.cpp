@@ -31,6 +31,17 @@ inline std::uint32_t pair_of(const std::uint16_t* x, i64 step) {
   return std::uint32_t{x[0]} | std::uint32_t{x[step]} << 16;
 }
 
+// o[c] = low[c] | low[ldx + c] << 16 for c < width, the second term zero when `low` is the last row.
+inline void pair_rows(const std::uint16_t* low, i64 ldx, bool last, i64 width, std::uint32_t* o) {
+  if (last) {
+#pragma omp simd
+    for (i64 c = 0; c < width; ++c) o[c] = low[c];
+  } else {
+#pragma omp simd
+    for (i64 c = 0; c < width; ++c) o[c] = pair_of(low + c, ldx);
+  }
+}
+
 }  // namespace
 
 void pack_row_pairs(const std::uint16_t* x, i64 ldx, i64 rows, i64 cols, std::uint32_t* out) {
@@ -39,15 +50,8 @@ void pack_row_pairs(const std::uint16_t* x, i64 ldx, i64 rows, i64 cols, std::ui
     const i64 width = std::min(kPanel, cols - j0);
     std::uint32_t* panel = out + j0 / kPanel * height * kPanel;
     for (i64 q = 0; q < height; ++q) {
-      const std::uint16_t* low = x + 2 * q * ldx + j0;
       std::uint32_t* o = panel + q * kPanel;
-      if (2 * q + 1 < rows) {
-#pragma omp simd
-        for (i64 c = 0; c < width; ++c) o[c] = pair_of(low + c, ldx);
-      } else {
-#pragma omp simd
-        for (i64 c = 0; c < width; ++c) o[c] = low[c];
-      }
+      pair_rows(x + 2 * q * ldx + j0, ldx, 2 * q + 1 >= rows, width, o);
       std::fill(o + width, o + kPanel, 0u);
     }
   }
@@ -72,17 +76,7 @@ void pack_column_pairs(const std::uint16_t* x, i64 ldx, i64 rows, i64 cols, std:
 }
 
 void pack_rows_down(const std::uint16_t* x, i64 ldx, i64 rows, i64 cols, std::uint32_t* out) {
-  for (i64 q = 0; q < (rows + 1) / 2; ++q) {
-    const std::uint16_t* low = x + 2 * q * ldx;
-    std::uint32_t* o = out + q * cols;
-    if (2 * q + 1 < rows) {
-#pragma omp simd
-      for (i64 c = 0; c < cols; ++c) o[c] = pair_of(low + c, ldx);
-    } else {
-#pragma omp simd
-      for (i64 c = 0; c < cols; ++c) o[c] = low[c];
-    }
-  }
+  for (i64 q = 0; q < (rows + 1) / 2; ++q) pair_rows(x + 2 * q * ldx, ldx, 2 * q + 1 >= rows, cols, out + q * cols);
 }
 
 #if defined(__AVX512BF16__)
