@@ -58,10 +58,10 @@ TEST(CpuGemmBf16Pairs, PackersLayEachPairWhereTheKernelReadsIt) {
 // even) or as the transpose of [k, m] rows packed down, and b packed from [k, n] rows or from
 // [n, k] rows (transposed). Where a triangle is given, a's terms it calls zero are zero, and only
 // the entries it wants are checked.
-void expect_pairs_match_reference(i64 m, i64 n, i64 k, float alpha, float beta, bool a_transposed,
-                                  bool b_transposed, Triangle triangle = {}) {
+void expect_pairs_match_reference(i64 m, i64 n, i64 k, float alpha, float beta, bool a_transposed, bool b_transposed,
+                                  Triangle triangle = {}) {
   const i64 pairs = (k + 1) / 2, k_even = 2 * pairs;
-  auto a = bf16_values(m * k, 0.2f);  // a[i, t]
+  auto a = bf16_values(m * k, 0.2f);        // a[i, t]
   const auto b = bf16_values(k * n, 0.9f);  // b[t, j]
   const i64 d = triangle.diagonal;
   for (i64 i = 0; i < m; ++i)
@@ -70,7 +70,8 @@ void expect_pairs_match_reference(i64 m, i64 n, i64 k, float alpha, float beta, 
           (triangle.kind == Triangle::terms_from_diagonal && t < i - d))
         a[static_cast<std::size_t>(i * k + t)] = 0;
   // The operands as the kernel reads them.
-  std::vector<std::uint16_t> a_rows(static_cast<std::size_t>(m * k_even), 0), a_columns(static_cast<std::size_t>(k * m));
+  std::vector<std::uint16_t> a_rows(static_cast<std::size_t>(m * k_even), 0),
+      a_columns(static_cast<std::size_t>(k * m));
   for (i64 i = 0; i < m; ++i)
     for (i64 t = 0; t < k; ++t) {
       a_rows[static_cast<std::size_t>(i * k_even + t)] = a[static_cast<std::size_t>(i * k + t)];
@@ -107,11 +108,12 @@ void expect_pairs_match_reference(i64 m, i64 n, i64 k, float alpha, float beta, 
       }
       const auto e = static_cast<std::size_t>(i * ldc + j);
       want = alpha * want + (beta == 0.0f ? 0.0 : beta * before[e]);
-      ASSERT_NEAR(c[e], want, 1e-5 * (std::abs(alpha) * size + 1)) << "m " << m << " n " << n << " k " << k << " at ["
-                                                                    << i << ", " << j << "] triangle " << triangle.kind;
+      ASSERT_NEAR(c[e], want, 1e-5 * (std::abs(alpha) * size + 1))
+          << "m " << m << " n " << n << " k " << k << " at [" << i << ", " << j << "] triangle " << triangle.kind;
     }
   for (i64 i = 0; i < m; ++i)  // the columns between rows untouched
-    for (i64 j = n; j < ldc; ++j) ASSERT_EQ(c[static_cast<std::size_t>(i * ldc + j)], before[static_cast<std::size_t>(i * ldc + j)]);
+    for (i64 j = n; j < ldc; ++j)
+      ASSERT_EQ(c[static_cast<std::size_t>(i * ldc + j)], before[static_cast<std::size_t>(i * ldc + j)]);
 }
 
 TEST(CpuGemmBf16Pairs, ProductsMatchTheReference) {

@@ -107,7 +107,8 @@ void attention_forward_pairs(const float* q, HeadRows k, HeadRows v, const float
         continue;
       }
       const i64 diagonal = t0 + g.kv_len - g.q_len;  // row r sees keys up to r + diagonal
-      gemm_bf16_pairs(rows, visible, dim_pairs, g.scale, bf16_rows_as_pairs(q16 + (head * g.q_len + t0) * g.head_dim, g.head_dim),
+      gemm_bf16_pairs(rows, visible, dim_pairs, g.scale,
+                      bf16_rows_as_pairs(q16 + (head * g.q_len + t0) * g.head_dim, g.head_dim),
                       keys_t + kv_item * keys_size, dim_pairs, 0.0f, scores, visible,
                       when_causal(g, Triangle::columns_to_diagonal, diagonal));
       add_mask(g, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible, scores);
@@ -130,8 +131,8 @@ void attention_forward_pairs(const float* q, HeadRows k, HeadRows v, const float
         row_scale[static_cast<std::size_t>(r)] = 1.0f / sum;
         lse_tile[r] = max + std::log(sum);
       }
-      gemm_bf16_pairs(rows, g.v_dim, ld16 / 2, 1.0f, bf16_rows_as_pairs(p16, ld16), values + kv_item * values_size, key_pairs, 0.0f,
-                      o_tile, g.v_dim, when_causal(g, Triangle::terms_to_diagonal, diagonal));
+      gemm_bf16_pairs(rows, g.v_dim, ld16 / 2, 1.0f, bf16_rows_as_pairs(p16, ld16), values + kv_item * values_size,
+                      key_pairs, 0.0f, o_tile, g.v_dim, when_causal(g, Triangle::terms_to_diagonal, diagonal));
       for (i64 r = 0; r < rows; ++r) {
         float* o = o_tile + r * g.v_dim;
         const float inv = row_scale[static_cast<std::size_t>(r)];
@@ -193,8 +194,8 @@ void attention_backward_pairs(const float* q, HeadRows k, HeadRows v, const floa
             continue;
           }
           const i64 diagonal = t0 + g.kv_len - g.q_len;
-          gemm_bf16_pairs(rows, visible, dim_pairs, g.scale, bf16_rows_as_pairs(q_tile, g.head_dim), keys_t, dim_pairs, 0.0f, p, visible,
-                          when_causal(g, Triangle::columns_to_diagonal, diagonal));
+          gemm_bf16_pairs(rows, visible, dim_pairs, g.scale, bf16_rows_as_pairs(q_tile, g.head_dim), keys_t, dim_pairs,
+                          0.0f, p, visible, when_causal(g, Triangle::columns_to_diagonal, diagonal));
           add_mask(g, mask_plane(g, mask, b, head % (g.kv_heads * g.group)), t0, rows, visible, p);
           // p = exp(s - lse) over the keys each row sees, rounded into p16 as it is written (zero past
           // them); rows with nothing visible are 0.
@@ -218,12 +219,12 @@ void attention_backward_pairs(const float* q, HeadRows k, HeadRows v, const floa
           // dv += pᵀ dout: p's pairs down its rows, read transposed, against dout's rows as pairs.
           pack_rows_down(p16, ld16, rows, visible, down);
           pack_row_pairs(do_tile16, g.v_dim, rows, g.v_dim, dout_pairs);
-          gemm_bf16_pairs(visible, g.v_dim, row_pairs, 1.0f, {down, 1, visible}, dout_pairs, row_pairs, 1.0f, dvh, g.v_dim,
-                          when_causal(g, Triangle::terms_from_diagonal, diagonal));
+          gemm_bf16_pairs(visible, g.v_dim, row_pairs, 1.0f, {down, 1, visible}, dout_pairs, row_pairs, 1.0f, dvh,
+                          g.v_dim, when_causal(g, Triangle::terms_from_diagonal, diagonal));
           // dp = dout vᵀ; ds = p (dp - delta), rounded into p16, zero past each row's keys (where dp
           // was not computed).
-          gemm_bf16_pairs(rows, visible, value_pairs, 1.0f, bf16_rows_as_pairs(do_tile16, g.v_dim), values_t, value_pairs, 0.0f, dp,
-                          visible, when_causal(g, Triangle::columns_to_diagonal, diagonal));
+          gemm_bf16_pairs(rows, visible, value_pairs, 1.0f, bf16_rows_as_pairs(do_tile16, g.v_dim), values_t,
+                          value_pairs, 0.0f, dp, visible, when_causal(g, Triangle::columns_to_diagonal, diagonal));
           for (i64 r = 0; r < rows; ++r) {
             const i64 seen = g.causal ? keys_seen(g, t0 + r) : visible;
             std::uint16_t* ds = p16 + r * ld16;
@@ -231,8 +232,8 @@ void attention_backward_pairs(const float* q, HeadRows k, HeadRows v, const floa
             std::fill(ds + seen, ds + ld16, std::uint16_t{0});
           }
           // dq = scale ds k; dk += scale dsᵀ q.
-          gemm_bf16_pairs(rows, g.head_dim, ld16 / 2, g.scale, bf16_rows_as_pairs(p16, ld16), keys, key_pairs, 0.0f, dq_tile,
-                          g.head_dim, when_causal(g, Triangle::terms_to_diagonal, diagonal));
+          gemm_bf16_pairs(rows, g.head_dim, ld16 / 2, g.scale, bf16_rows_as_pairs(p16, ld16), keys, key_pairs, 0.0f,
+                          dq_tile, g.head_dim, when_causal(g, Triangle::terms_to_diagonal, diagonal));
           pack_rows_down(p16, ld16, rows, visible, down);
           pack_row_pairs(q_tile, g.head_dim, rows, g.head_dim, q_pairs);
           gemm_bf16_pairs(visible, g.head_dim, row_pairs, g.scale, {down, 1, visible}, q_pairs, row_pairs, 1.0f, dkh,

@@ -85,7 +85,7 @@ bool bf16_pairs_built() { return true; }
 namespace {
 
 constexpr i64 kLanes = 16;
-constexpr int kRows = 6;     // rows of c a block
+constexpr int kRows = 6;                   // rows of c a block
 constexpr int kVectors = kPanel / kLanes;  // vectors of columns a block: a panel's
 
 // c's block of R rows by V vectors (`cols` of its columns kept, the rest neither read nor
@@ -122,7 +122,8 @@ void block(const std::uint32_t* a, i64 row_stride, i64 pair_stride, i64 p0, i64 
   }
 }
 
-using BlockFn = void (*)(const std::uint32_t*, i64, i64, i64, i64, const std::uint32_t*, i64, float, float, float*, i64);
+using BlockFn = void (*)(const std::uint32_t*, i64, i64, i64, i64, const std::uint32_t*, i64, float, float, float*,
+                         i64);
 
 template <int R>
 BlockFn block_of_vectors(i64 vectors) {
@@ -164,8 +165,8 @@ void gemm_bf16_pairs(i64 m, i64 n, i64 pairs, float alpha, PairsOperand a, const
         case Triangle::terms_to_diagonal: p1 = std::clamp<i64>((last + d + 2) / 2, 0, pairs); break;
         case Triangle::terms_from_diagonal: p0 = std::clamp<i64>((i0 - d) / 2, 0, pairs); break;
       }
-      block_fn(rows, (cols + kLanes - 1) / kLanes)(a.data + i0 * a.row_stride, a.row_stride, a.pair_stride, p0, p1, b + j0 * height, cols, alpha,
-                              beta, c + i0 * ldc + j0, ldc);
+      block_fn(rows, (cols + kLanes - 1) / kLanes)(a.data + i0 * a.row_stride, a.row_stride, a.pair_stride, p0, p1,
+                                                   b + j0 * height, cols, alpha, beta, c + i0 * ldc + j0, ldc);
     }
   }
 }
